@@ -1,0 +1,39 @@
+# The two commands: `make demo` and `make test`. Both set up .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.kerastricks-installed
+
+.PHONY: setup demo test lint format bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,cv]'
+	# tfimm's metadata says Python < 3.11 and pins old deps; it is pure Python and works here.
+	$(BIN)/python -m pip install --quiet --no-deps --ignore-requires-python tfimm==0.2.14
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/kerastricks train configs/digits.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/write_tfrecords.py
+	$(BIN)/python benchmarks/pipeline.py
+	$(BIN)/python benchmarks/lr_multipliers.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
