@@ -1,0 +1,236 @@
+"""`inspect_records` and `verify_records`: what TFRecords hold, and whether they are whole."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import defaultdict
+
+import tensorflow as tf
+
+from tfrecords_tools.manifest import read_manifest
+from tfrecords_tools.schema import MANIFEST_NAME, TFRecordsError
+
+_RECORD_SUFFIXES = (".tfrec", ".tfrecord", ".tfrecords", ".tfr")
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"RIFF")
+_KINDS = {"bytes_list": "bytes", "int64_list": "int64", "float_list": "float"}
+
+
+def resolve_files(path: str) -> tuple[list[str], dict | None]:
+    """Returns the record files of a folder (its manifest's shards, else every record file in it),
+    a single file, or a glob; and the folder's manifest when there is one."""
+    if tf.io.gfile.isdir(path):
+        if tf.io.gfile.exists(os.path.join(path, MANIFEST_NAME)):
+            manifest = read_manifest(path)
+            return [os.path.join(path, shard["file"]) for shard in manifest["shards"]], manifest
+        names = sorted(tf.io.gfile.listdir(path))
+        files = [os.path.join(path, n) for n in names if n.lower().endswith(_RECORD_SUFFIXES)]
+    elif tf.io.gfile.exists(path):
+        files = [path]
+    else:
+        files = sorted(tf.io.gfile.glob(path))
+    if not files:
+        raise TFRecordsError(
+            f"no TFRecord files at {path}: give a folder, a file or a glob such as "
+            f"'data/*.tfrec' (folders are searched for {', '.join(_RECORD_SUFFIXES)})"
+        )
+    return files, None
+
+
+def _error_text(error: tf.errors.OpError) -> str:
+    """The op error's message without the function-node prefix and op suffix TF adds."""
+    text = re.sub(r"\{\{.*?\}\}\s*", "", error.message)
+    return re.sub(r"\s*\[Op:.*$", "", text).strip()
+
+
+def _looks_like_image(value: bytes) -> bool:
+    return value.startswith(_IMAGE_MAGIC)
+
+
+def find_image_key(example: tf.train.Example) -> str | None:
+    """Returns the feature holding the encoded image: `image` if present, else the first bytes
+    feature whose value starts like a JPEG, PNG, GIF, BMP or WebP file."""
+    feature = example.features.feature
+    candidates = sorted(feature, key=lambda key: key != "image")
+    for key in candidates:
+        values = feature[key].bytes_list.value
+        if values and _looks_like_image(values[0]):
+            return key
+    return None
+
+
+def _feature_summary(examples: list[tf.train.Example]) -> dict:
+    """Per key: its type and the range of value counts seen (a fixed [n] or a variable range)."""
+    kinds, lengths = {}, defaultdict(list)
+    for example in examples:
+        for key, feature in example.features.feature.items():
+            kind = feature.WhichOneof("kind")
+            if kinds.get(key, "empty") == "empty":
+                kinds[key] = _KINDS.get(kind, "empty")
+            lengths[key].append(len(getattr(feature, kind).value) if kind else 0)
+    summary = {}
+    for key in sorted(kinds):
+        low, high = min(lengths[key]), max(lengths[key])
+        shape = f"[{low}]" if low == high else f"[{low}..{high}]"
+        present = len(lengths[key])
+        summary[key] = {"type": kinds[key], "shape": shape, "present_in": present}
+    return summary
+
+
+def _count_records(file: str) -> tuple[int | None, str | None]:
+    """Counts a file's records in a graph loop (CRCs checked); None and a reason if corrupt."""
+    try:
+        dataset = tf.data.TFRecordDataset(file)
+        return int(dataset.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1)), None
+    except (tf.errors.DataLossError, tf.errors.NotFoundError) as error:
+        return None, _error_text(error)
+
+
+def _first_examples(files: list[str], num_records: int) -> list[tf.train.Example]:
+    examples = []
+    try:
+        for record in tf.data.TFRecordDataset(files).take(num_records):
+            examples.append(tf.train.Example.FromString(record.numpy()))
+    except tf.errors.DataLossError:
+        pass  # the per-file counts name the corrupt file
+    return examples
+
+
+def _decoded_shape(examples: list[tf.train.Example], image_key: str | None) -> list[int] | None:
+    if image_key is None or not examples:
+        return None
+    data = examples[0].features.feature[image_key].bytes_list.value[0]
+    try:
+        return tf.io.decode_image(data, expand_animations=False).shape.as_list()
+    except tf.errors.InvalidArgumentError:
+        return None
+
+
+def inspect_records(path: str, num_records: int = 16) -> dict:
+    """Describes TFRecords of any origin: feature keys, types and value shapes (from the first
+    `num_records` records), record counts per file, and one decoded image's shape.
+
+    Example:
+
+    ```python
+    inspect_records("data/digits")["features"]["label"]  # {"type": "int64", "shape": "[1]", ...}
+    ```
+
+    Args:
+        path: a folder (its manifest's shards, or every record file in it), a file or a glob.
+        num_records: how many records to parse for the feature summary.
+
+    Returns:
+        A dict with `files` (file, records, error), `num_records`, `features`, `image_key`,
+        `image_shape` ([height, width, channels]) and `manifest` (or None).
+    """
+    files, manifest = resolve_files(path)
+    counts = []
+    for file in files:
+        count, error = _count_records(file)
+        counts.append({"file": file, "records": count, "error": error})
+    examples = _first_examples(files, num_records)
+    image_key = find_image_key(examples[0]) if examples else None
+    return {
+        "path": path,
+        "files": counts,
+        "num_records": sum(item["records"] or 0 for item in counts),
+        "features": _feature_summary(examples),
+        "image_key": image_key,
+        "image_shape": _decoded_shape(examples, image_key),
+        "manifest": manifest,
+    }
+
+
+@tf.function(reduce_retracing=True)
+def _decode_shape(data: tf.Tensor) -> tf.Tensor:
+    return tf.shape(tf.io.decode_image(data, expand_animations=False))
+
+
+def _verify_file(file: str, image_key: str | None) -> dict:
+    """Reads every record of one file, parses it and decodes its image; lists what fails."""
+    errors, count = [], 0
+    try:
+        for index, record in enumerate(tf.data.TFRecordDataset(file)):
+            count = index + 1
+            try:
+                example = tf.train.Example.FromString(record.numpy())
+            except Exception as error:  # protobuf raises its own DecodeError type.
+                errors.append(f"record {index}: not a tf.train.Example ({error})")
+                continue
+            key = image_key or find_image_key(example)
+            values = example.features.feature[key].bytes_list.value if key else []
+            if not values:
+                errors.append(f"record {index}: no image feature {key or '(none found)'!r}")
+                continue
+            try:
+                _decode_shape(tf.constant(values[0]))
+            except tf.errors.InvalidArgumentError as error:
+                errors.append(f"record {index}: image does not decode ({_error_text(error)})")
+    except (tf.errors.DataLossError, tf.errors.NotFoundError) as error:
+        errors.append(f"record {count}: unreadable, reading stopped ({_error_text(error)})")
+    return {"file": file, "records": count, "errors": errors}
+
+
+def verify_records(path: str, image_key: str | None = None) -> dict:
+    """Reads every record (checking CRCs), decodes every image, and names each corrupt one.
+
+    Example:
+
+    ```python
+    report = verify_records("data/digits")
+    report["ok"], report["problems"]  # (False, ["train-f0-00000.tfrec: record 12: ..."])
+    ```
+
+    Args:
+        path: a folder, a file or a glob, as in `inspect_records`.
+        image_key: feature holding the encoded image; found from the data when None.
+
+    Returns:
+        A dict with `files` (file, records, errors), `num_records`, `problems` (one line per
+        corrupt record or count that disagrees with the manifest) and `ok`.
+    """
+    files, manifest = resolve_files(path)
+    reports = [_verify_file(file, image_key) for file in files]
+    problems = [f"{r['file']}: {error}" for r in reports for error in r["errors"]]
+    if manifest is not None:
+        for shard, report in zip(manifest["shards"], reports, strict=True):
+            if report["records"] != shard["count"] and not report["errors"]:
+                problems.append(
+                    f"{report['file']}: {report['records']} records, "
+                    f"the manifest says {shard['count']}"
+                )
+    return {
+        "path": path,
+        "files": reports,
+        "num_records": sum(r["records"] for r in reports),
+        "problems": problems,
+        "ok": not problems,
+    }
+
+
+def format_inspection(report: dict) -> str:
+    """Returns `inspect_records`' report as readable text."""
+    lines = [f"{report['path']}: {report['num_records']} records in {len(report['files'])} files"]
+    for item in report["files"]:
+        count = item["records"] if item["error"] is None else f"CORRUPT ({item['error']})"
+        lines.append(f"  {os.path.basename(item['file'])}: {count}")
+    lines.append("features:")
+    for key, feature in report["features"].items():
+        lines.append(f"  {key}: {feature['type']} {feature['shape']}")
+    lines.append(f"image key: {report['image_key']}, decoded shape: {report['image_shape']}")
+    if report["manifest"] is not None:
+        manifest = report["manifest"]
+        lines.append(
+            f"manifest: task {manifest['task']}, {manifest['num_classes']} classes, "
+            f"{manifest['num_folds']} folds, {len(manifest['skipped'])} skipped at write time"
+        )
+    return "\n".join(lines)
+
+
+def format_verification(report: dict) -> str:
+    """Returns `verify_records`' report as readable text."""
+    if report["ok"]:
+        return f"OK: {report['num_records']} records in {len(report['files'])} files"
+    lines = [f"CORRUPT: {len(report['problems'])} problems in {report['path']}"]
+    return "\n".join(lines + [f"  {problem}" for problem in report["problems"]])
