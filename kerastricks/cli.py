@@ -1,2 +1,123 @@
-def main():
-    pass
+"""`kerastricks` command line: parse, load the config, call one function per verb."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `kerastricks` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return EXIT_USAGE
+    import kerastricks  # noqa: F401  (selects the Keras 2 API before TensorFlow loads)
+    from kerastricks.config import ConfigError
+
+    try:
+        result = args.handler(args)
+    except (ConfigError, FileExistsError, FileNotFoundError, ValueError) as error:
+        print(f"kerastricks {args.verb}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0 if result is None else int(result)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kerastricks",
+        description="The Kaggle image-classification trick stack for TensorFlow/Keras.",
+    )
+    verbs = parser.add_subparsers(dest="verb")
+    _verb(verbs, "train", "train a model through the config's stages", _train)
+    verbs.choices["train"].add_argument("--resume", metavar="RUN_DIR", help="continue a run")
+    verbs.choices["train"].add_argument(
+        "--overwrite", action="store_true", help="replace an existing run folder of this name"
+    )
+    show = _verb(verbs, "show-batch", "write a PNG grid of one augmented batch", _show_batch)
+    show.add_argument("--out", default="batch.png", help="PNG path")
+    show.add_argument("--stage", type=int, default=-1, help="stage whose image size to use")
+    finder = _verb(verbs, "lr-find", "LR range test (fastai lr_find)", _lr_find)
+    finder.add_argument("--out", default=None, help="PNG path (default: <run>/plots/lr_find.png)")
+    finder.add_argument("--steps", type=int, default=100, help="sweep length (fastai num_it)")
+    finder.add_argument("--stage", type=int, default=0, help="stage whose size/freezing to use")
+    profile = verbs.add_parser("profile", help="images/s of candidate backbones on this machine")
+    profile.add_argument("--backbones", required=True, help="comma-separated tfimm names")
+    profile.add_argument("--image-size", type=int, default=64)
+    profile.add_argument("--batch-size", type=int, default=16)
+    profile.add_argument("--steps", type=int, default=5)
+    profile.set_defaults(handler=_profile, verb="profile")
+    return parser
+
+
+def _verb(
+    verbs: argparse._SubParsersAction, name: str, help_text: str, handler: Callable
+) -> argparse.ArgumentParser:
+    parser = verbs.add_parser(name, help=help_text)
+    parser.add_argument("config", help="YAML config file")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a config value (repeatable), e.g. --set train.batch_size=32",
+    )
+    parser.set_defaults(handler=handler, verb=name)
+    return parser
+
+
+def _load(args: argparse.Namespace):
+    from kerastricks.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from kerastricks.train import train
+
+    config = _load(args)
+    summary = train(config, resume=args.resume, overwrite=args.overwrite)
+    run_dir = args.resume or f"{config.output}/{config.name}"
+    best = summary.get("best")
+    shown = f"{best:.4f}" if best is not None else "n/a"
+    print(f"\n{summary['monitor']}: {shown} (best, stage '{summary['best_stage']}')")
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def _show_batch(args: argparse.Namespace) -> int:
+    from kerastricks.train.tools import show_batch_for_config
+
+    path = show_batch_for_config(_load(args), args.out, stage=args.stage)
+    print(f"wrote {path}")
+    return 0
+
+
+def _lr_find(args: argparse.Namespace) -> int:
+    from kerastricks.train.tools import lr_find_for_config
+
+    finder, path = lr_find_for_config(_load(args), args.out, steps=args.steps, stage=args.stage)
+    for name, value in finder.suggestions.items():
+        print(f"suggested lr ({name}): {value:.3g}")
+    print(f"plot: {path}")
+    return 0
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from kerastricks.models import profile_backbones
+
+    names = [n.strip() for n in args.backbones.split(",") if n.strip()]
+    table = profile_backbones(
+        names, image_size=args.image_size, batch_size=args.batch_size, steps=args.steps
+    )
+    print(table.to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

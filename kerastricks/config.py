@@ -1,0 +1,414 @@
+"""The run configuration: a typed schema, YAML loading, `--set` overrides and validation.
+
+The schema is a tree of dataclasses (tfimm's habit: typed configs with defaults, validated in
+one place). `load_config` reads YAML with a safe loader, applies `--set key.path=value`
+overrides, rejects unknown keys (with the closest valid key) and wrong types (with the key,
+the value and the expected type) before any heavy work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import yaml
+
+from kerastricks._fs import read_text, write_text_atomic
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the key path, the value and what to do."""
+
+
+@dataclass
+class DataConfig:
+    """Where the records are and how they are read.
+
+    Args:
+        records: folder with `manifest.json` (written by `tfrecords-tools write`), a glob of
+            `.tfrec` files, or a list of files.
+        prepare: name of a built-in example dataset (`digits`) to write into `records` when
+            that folder has no manifest yet; null for your own data.
+        keys: feature keys of foreign records, e.g. `{image: image_raw, label: target}`.
+        num_classes: number of classes for foreign records (ours carry it in the manifest).
+        val_fold: the fold that `kerastricks train` holds out for validation.
+        resize: training resize policy: `squash`, `center_crop` or `random_resized_crop`.
+        cache: cache decoded, resized images: false, `memory`, or a file path on fast disk.
+        deterministic: force a deterministic input order (slower); null: only when seeded.
+        unlabeled: records to pseudo-label.
+        test: records to predict.
+    """
+
+    records: str = "data/digits/tfrecords"
+    prepare: str | None = None
+    keys: dict[str, str] | None = None
+    num_classes: int | None = None
+    val_fold: int = 0
+    resize: str = "squash"
+    cache: bool | str = False
+    deterministic: bool | None = None
+    unlabeled: str | None = None
+    test: str | None = None
+
+
+@dataclass
+class HeadConfig:
+    """The new head on top of the backbone (its input size is inferred).
+
+    Args:
+        pooling: `avg`, `max` or `avgmax`.
+        dropout: dropout rate before the logits.
+        hidden: size of an optional hidden Dense layer; null for none.
+    """
+
+    pooling: str = "avg"
+    dropout: float = 0.2
+    hidden: int | None = None
+
+
+@dataclass
+class ModelConfig:
+    """The backbone and its head.
+
+    Args:
+        backbone: any tfimm model name (`kerastricks.models.list_backbones()`).
+        weights: null (random init), `pretrained` (tfimm download), or a local file
+            (`.weights.h5`, timm `.safetensors` / `.pth`) for offline use.
+        head: the new head.
+        kwargs: extra keyword arguments for `tfimm.create_model`.
+    """
+
+    backbone: str = "efficientnet_b0"
+    weights: str | None = None
+    head: HeadConfig = field(default_factory=HeadConfig)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimizerConfig:
+    """The optimizer (`kerastricks.optim.list_optimizers()`).
+
+    Args:
+        name: `adamw` (default), `adam`, `sgd`, `rmsprop`, `radam`, `ranger`, ...
+        weight_decay: decoupled weight decay; never applied to biases and norm weights.
+        kwargs: extra keyword arguments for the optimizer.
+    """
+
+    name: str = "adamw"
+    weight_decay: float = 0.05
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StageConfig:
+    """One stage of a run: epochs at one image size with one set of trainable groups.
+
+    Args:
+        epochs: epochs in this stage.
+        image_size: square image size of this stage (the dataset is rebuilt per stage).
+        unfreeze: `head` (backbone frozen, BatchNorm in inference mode), `all`, or the number
+            of layer groups, counted from the head, that train.
+        lr: the head's peak learning rate in this stage.
+        schedule: `one_cycle`, `one_cycle_fastai`, `warmup_cosine`, `cyclical` or `constant`.
+        schedule_kwargs: extra arguments of the schedule (e.g. `pct_start`, `div_factor`).
+        lr_mult: per-group LR multipliers: `{slice: [lo, hi]}`, `{slice: [hi]}`,
+            `{layer_decay: 0.75}` or a list; null uses `train.lr_mult`.
+        batch_size: per-replica batch size of this stage; null uses `train.batch_size`.
+        name: a label shown in progress bars and history.
+    """
+
+    epochs: int = 1
+    image_size: int = 32
+    unfreeze: str | int = "all"
+    lr: float = 1e-3
+    schedule: str = "one_cycle"
+    schedule_kwargs: dict[str, Any] = field(default_factory=dict)
+    lr_mult: dict[str, Any] | list[float] | None = None
+    batch_size: int | None = None
+    name: str | None = None
+
+
+@dataclass
+class RecipeConfig:
+    """A named recipe that expands into explicit stages (saved expanded in `config.yaml`).
+
+    Args:
+        name: `fine_tune` (fastai semantics) or `progressive` (growing image sizes).
+        epochs: epochs after the frozen stage (`fine_tune`) or in all (`progressive`).
+        image_size: the final image size.
+        freeze_epochs: `fine_tune`: epochs with the backbone frozen.
+        base_lr: `fine_tune`: the frozen stage's LR; the unfrozen stages use base_lr/2.
+        lr_mult: `fine_tune`: the early groups train at base_lr/2/lr_mult (fastai: 100).
+        fractions: `progressive`: image size per stage as a fraction of the final size.
+        lr: `progressive`: peak LR of every stage.
+    """
+
+    name: str = "fine_tune"
+    epochs: int = 1
+    image_size: int = 32
+    freeze_epochs: int = 1
+    base_lr: float = 2e-3
+    lr_mult: float = 100.0
+    fractions: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0])
+    lr: float = 1e-3
+
+
+@dataclass
+class TrainConfig:
+    """How the model is trained.
+
+    Args:
+        batch_size: per-replica batch size; the global batch is this times the replicas.
+        optimizer: the optimizer.
+        label_smoothing: label smoothing in the loss (fastai/timm default 0.1).
+        loss: `auto` (from the target type), or `focal`.
+        focal_gamma: focusing parameter of the focal loss.
+        lr_mult: default per-group LR multipliers of every stage.
+        groups: number of layer groups (null: the backbone family's natural groups).
+        stages: the stages, in order.
+        recipe: a named recipe that replaces `stages` (`fine_tune`, `progressive`).
+        strategy: `auto`, `tpu`, `mirrored`, `multi_worker`, `default`.
+        precision: `auto` (bfloat16 on TPU, float16 on GPU, float32 on CPU), `float32`,
+            `mixed_float16`, `mixed_bfloat16`.
+        jit_compile: `auto` (on for TPU, off elsewhere), true or false.
+        steps_per_execution: training steps per call into the device (matters on TPU).
+        steps_per_epoch: cap on steps per epoch (null: one pass over the training folds).
+        validation_steps: cap on validation steps (null: the whole held-out fold).
+        scale_lr: scale every LR linearly by global batch / 256 ... off by default.
+        verbose: Keras progress bar mode (1 bar, 2 one line per epoch, 0 silent).
+    """
+
+    batch_size: int = 64
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    label_smoothing: float = 0.1
+    loss: str = "auto"
+    focal_gamma: float = 2.0
+    lr_mult: dict[str, Any] | list[float] | None = None
+    groups: int | None = None
+    stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
+    recipe: RecipeConfig | None = None
+    strategy: str = "auto"
+    precision: str = "auto"
+    jit_compile: str | bool = "auto"
+    steps_per_execution: int = 1
+    steps_per_epoch: int | None = None
+    validation_steps: int | None = None
+    scale_lr: bool = False
+    verbose: int = 1
+
+
+@dataclass
+class Config:
+    """A whole run: data, model, augmentation and training.
+
+    Args:
+        name: the run's name; the run folder is `<output>/<name>/`.
+        seed: global seed (data order, augmentation, initialisation).
+        output: the folder that holds run folders.
+        data: where the records are.
+        model: backbone and head.
+        augment: augmentations by name, in order: `[{name: RandomFlip, mode: horizontal}, ...]`.
+        train: optimizer, loss, stages, strategy, precision.
+    """
+
+    name: str = "run"
+    seed: int = 42
+    output: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: list[dict[str, Any]] = field(default_factory=list)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+def load_config(path: str | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Loads a YAML config, applies `key.path=value` overrides and validates it."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_yaml(path)
+    for item in overrides:
+        _apply_override(raw, item)
+    config = from_dict(raw, source=path or "<overrides>")
+    return config
+
+
+def from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
+    """Builds a validated `Config` from a plain dict (YAML-shaped)."""
+    try:
+        return _build(Config, raw, "")
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The config as plain YAML-ready Python data (defaults filled in)."""
+    return dataclasses.asdict(config)
+
+
+def save_config(config: Config, path: str) -> None:
+    """Writes the resolved config as YAML (temporary name, then rename)."""
+    text = yaml.safe_dump(to_dict(config), sort_keys=False, default_flow_style=None)
+    write_text_atomic(path, text)
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    try:
+        text = read_text(path)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as error:
+        mark = error.problem_mark
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(
+            f"{path}{where}: unsafe or unknown YAML tag: {error.problem}. Configs are plain "
+            "YAML: remove the tag (e.g. !!python/...) and write the value itself."
+        ) from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data)}")
+    return data
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key.path=value, e.g. train.epochs=3")
+    key, text = item.split("=", 1)
+    value = yaml.safe_load(text) if text.strip() else None
+    parts = key.strip().split(".")
+    node: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        node = _override_step(node, part, parts[i + 1], key)
+    last = parts[-1]
+    if isinstance(node, list):
+        index = _list_index(node, last, key)
+        node[index] = value
+    else:
+        node[last] = value
+
+
+def _override_step(node: Any, part: str, next_part: str, key: str) -> Any:
+    if isinstance(node, list):
+        return node[_list_index(node, part, key)]
+    if not isinstance(node.get(part), (dict, list)):
+        if part == "stages" and next_part.isdigit():
+            node[part] = [{} for _ in range(int(next_part) + 1)]
+        else:
+            node[part] = {}
+    return node[part]
+
+
+def _list_index(node: list, part: str, key: str) -> int:
+    if not part.isdigit():
+        raise ConfigError(f"--set {key}: {part!r} indexes a list; use a number")
+    index = int(part)
+    while len(node) <= index:
+        node.append({})
+    return index
+
+
+def _build(cls: type, raw: Any, path: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{path or 'config'}: expected a mapping of keys, got {raw!r} ({_type_name(raw)})"
+        )
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            full = f"{path}.{key}" if path else str(key)
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean {(path + '.') if path else ''}{close[0]}?" if close else ""
+            raise ConfigError(f"unknown key {full!r}{hint} Valid keys here: {', '.join(names)}")
+    values = {}
+    for name in names:
+        if name in raw:
+            full = f"{path}.{name}" if path else name
+            values[name] = _check(hints[name], raw[name], full)
+    return cls(**values)
+
+
+def _check(hint: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _check(option, value, path)
+            except ConfigError as error:
+                errors.append(error)
+        if len(errors) == 1:
+            raise errors[0]
+        raise _type_error(path, value, " or ".join(_hint_name(o) for o in options))
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path)
+    if origin is list:
+        if not isinstance(value, list):
+            raise _type_error(path, value, _hint_name(hint))
+        (item,) = typing.get_args(hint) or (Any,)
+        return [_check(item, v, f"{path}.{i}") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _type_error(path, value, "a mapping")
+        _, item = typing.get_args(hint) or (str, Any)
+        return {k: _check(item, v, f"{path}.{k}") for k, v in value.items()}
+    return _check_scalar(hint, value, path)
+
+
+def _check_scalar(hint: Any, value: Any, path: str) -> Any:
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):
+        # YAML 1.1 reads `1e-3` (no dot) as a string; users mean the number.
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is bool and isinstance(value, bool):
+        return value
+    if hint is str and isinstance(value, str):
+        return value
+    raise _type_error(path, value, _hint_name(hint))
+
+
+def _type_error(path: str, value: Any, expected: str) -> ConfigError:
+    return ConfigError(f"{path}: expected {expected}, got {value!r} ({_type_name(value)})")
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _hint_name(hint: Any) -> str:
+    if hint is type(None):
+        return "null"
+    if dataclasses.is_dataclass(hint):
+        return "a mapping"
+    origin = typing.get_origin(hint)
+    if origin is list:
+        return "a list"
+    if origin is dict:
+        return "a mapping"
+    return getattr(hint, "__name__", str(hint))

@@ -1,0 +1,96 @@
+"""Builds what a run trains: the classifier, its layer groups, the optimizer and the schedule.
+
+Everything here is created inside the strategy's scope by the caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import tensorflow as tf
+
+from kerastricks.config import Config, StageConfig
+from kerastricks.models import build_classifier, create_backbone, layer_groups
+from kerastricks.optim import create_optimizer, spread_lrs, with_lr_multipliers
+from kerastricks.schedules import Staged, get_schedule
+from kerastricks.train.stages import StagePlan
+
+
+@dataclass
+class TrainingParts:
+    """The model, its groups, the optimizer and the run-wide LR schedule.
+
+    Args:
+        model: the classifier (raw pixels in, float32 logits out).
+        groups: ordered layer groups, input side first, head last.
+        optimizer: the optimizer with per-group LR multipliers.
+        schedule: the run-wide schedule (one stage after another, by global step).
+    """
+
+    model: tf.keras.Model
+    groups: list[Any]
+    optimizer: Any
+    schedule: Any
+
+
+def build_model(config: Config, num_outputs: int, image_size: int) -> tf.keras.Model:
+    """The tfimm backbone with a new head whose input size is inferred from the backbone."""
+    backbone = create_backbone(
+        config.model.backbone,
+        weights=config.model.weights,
+        input_size=image_size,
+        **config.model.kwargs,
+    )
+    head = {
+        "pooling": config.model.head.pooling,
+        "dropout": config.model.head.dropout,
+        "hidden": config.model.head.hidden,
+    }
+    return build_classifier(backbone, num_outputs, head=head)
+
+
+def stage_schedule(stage: StageConfig, total_steps: int, lr_scale: float = 1.0) -> Any:
+    """The LR schedule of one stage (peak `stage.lr`), by name from the registry."""
+    return get_schedule(
+        stage.schedule,
+        max_lr=stage.lr * lr_scale,
+        total_steps=max(total_steps, 1),
+        **stage.schedule_kwargs,
+    )
+
+
+def run_schedule(plans: list[StagePlan], lr_scale: float = 1.0) -> Staged:
+    """One schedule for the whole run, so that a resumed run finds its place from the
+    optimizer's step counter alone."""
+    schedules = [stage_schedule(p.stage, p.total_steps, lr_scale) for p in plans]
+    boundaries = [p.first_step + p.total_steps for p in plans[:-1]]
+    return Staged(boundaries, schedules)
+
+
+def stage_multipliers(config: Config, stage: StageConfig, num_groups: int) -> list[float]:
+    """Per-group LR multipliers of a stage (head = 1.0), from the stage or `train.lr_mult`."""
+    spec = stage.lr_mult if stage.lr_mult is not None else config.train.lr_mult
+    if spec is None:
+        return [1.0] * num_groups
+    return list(spread_lrs(num_groups, spec))
+
+
+def build_parts(config: Config, plans: list[StagePlan], num_outputs: int, lr_scale: float):
+    """Creates model, groups, optimizer (built on every variable that may ever train, so that
+    unfreezing later keeps the slots) and schedule."""
+    first_size = plans[0].stage.image_size
+    model = build_model(config, num_outputs, first_size)
+    groups = layer_groups(model, config.train.groups)
+    schedule = run_schedule(plans, lr_scale)
+    optimizer = create_optimizer(
+        config.train.optimizer.name,
+        learning_rate=schedule,
+        weight_decay=config.train.optimizer.weight_decay,
+        model=model,
+        **config.train.optimizer.kwargs,
+    )
+    multipliers = stage_multipliers(config, plans[0].stage, len(groups))
+    optimizer = with_lr_multipliers(optimizer, [g.variables for g in groups], multipliers)
+    optimizer.build([v for v in model.weights if v.trainable])
+    return TrainingParts(model, groups, optimizer, schedule)

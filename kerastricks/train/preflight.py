@@ -1,0 +1,116 @@
+"""Checks a run's inputs before any heavy work: records, folds, names, stages."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from kerastricks.config import Config, ConfigError, StageConfig
+from kerastricks.datasets import PREPARERS
+from kerastricks.train.stages import resolve_stages
+
+LOSSES = ("auto", "focal")
+RESIZE_POLICIES = ("squash", "center_crop", "random_resized_crop")
+
+
+@dataclass
+class RunInputs:
+    """What preflight resolved: the record source, the explicit stages and the split sizes.
+
+    Args:
+        source: the resolved records (`kerastricks.data.RecordSource`).
+        stages: the run's explicit stages (recipes expanded).
+        num_train: records in the training folds.
+        num_val: records in the validation fold.
+    """
+
+    source: Any
+    stages: list[StageConfig]
+    num_train: int
+    num_val: int
+
+
+def preflight(config: Config, *, holdout: bool = True) -> RunInputs:
+    """Validates everything that can be checked cheaply; raises ConfigError naming the key."""
+    from kerastricks.data import resolve_records
+
+    try:
+        stages = resolve_stages(config.train)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    _check_names(config, stages)
+    _prepare_records(config)
+    source = resolve_records(config.data.records, keys=config.data.keys, num_classes=config.data.num_classes)
+    per_fold = source.fold_counts()
+    if holdout:
+        if config.data.val_fold not in per_fold:
+            raise ConfigError(
+                f"data.val_fold: fold {config.data.val_fold} is not in {config.data.records} "
+                f"(folds found: {sorted(per_fold)}). Write the records with --folds K."
+            )
+        num_val = per_fold[config.data.val_fold]
+        num_train = sum(per_fold.values()) - num_val
+    else:
+        num_val = 0
+        num_train = sum(per_fold.values())
+    return RunInputs(source, stages, num_train, num_val)
+
+
+def _prepare_records(config: Config) -> None:
+    records = config.data.records
+    if config.data.prepare is None:
+        return
+    if config.data.prepare not in PREPARERS:
+        raise ConfigError(
+            f"data.prepare: unknown dataset {config.data.prepare!r}; choose one of "
+            f"{sorted(PREPARERS)} or null"
+        )
+    if not os.path.exists(os.path.join(records, "manifest.json")):
+        print(f"kerastricks: writing the built-in '{config.data.prepare}' records to {records}")
+        PREPARERS[config.data.prepare](records, seed=config.seed)
+
+
+def _check_names(config: Config, stages: list[StageConfig]) -> None:
+    from kerastricks.data.augment import validate_augmentations
+    from kerastricks.models import check_backbone_name
+    from kerastricks.optim import check_optimizer_name
+    from kerastricks.schedules import check_schedule_name
+
+    _check_choice("data.resize", config.data.resize, RESIZE_POLICIES)
+    _check_choice("train.loss", config.train.loss, LOSSES)
+    for path, check in (
+        ("model.backbone", lambda: check_backbone_name(config.model.backbone)),
+        ("train.optimizer.name", lambda: check_optimizer_name(config.train.optimizer.name)),
+        ("augment", lambda: validate_augmentations(config.augment)),
+    ):
+        try:
+            check()
+        except (ValueError, KeyError) as error:
+            raise ConfigError(f"{path}: {error}") from None
+    for i, stage in enumerate(stages):
+        try:
+            check_schedule_name(stage.schedule)
+        except (ValueError, KeyError) as error:
+            raise ConfigError(f"train.stages.{i}.schedule: {error}") from None
+    weights = config.model.weights
+    if weights not in (None, "pretrained") and not os.path.exists(weights):
+        raise ConfigError(f"model.weights: file not found: {weights}")
+    if config.data.prepare is None and not _records_exist(config.data.records):
+        raise ConfigError(
+            f"data.records: nothing found at {config.data.records}. Write records with "
+            "`tfrecords-tools write --csv FILE --out DIR --folds 5`, or set data.prepare: digits."
+        )
+
+
+def _records_exist(records: str) -> bool:
+    import tensorflow as tf
+
+    if tf.io.gfile.isdir(records):
+        return True
+    return bool(tf.io.gfile.glob(records))
+
+
+def _check_choice(path: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{path}: expected one of {choices}, got {value!r}")

@@ -1,0 +1,111 @@
+"""What a run leaves behind: history.csv, summary.json and PNG plots."""
+
+from __future__ import annotations
+
+import io
+import os
+import platform
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kerastricks._fs import write_bytes_atomic, write_text_atomic
+
+
+def write_history(rows: list[dict[str, Any]], path: str) -> pd.DataFrame:
+    """Writes one row per finished epoch, across all stages, atomically."""
+    frame = pd.DataFrame(rows)
+    write_text_atomic(path, frame.to_csv(index=False))
+    return frame
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries a run depends on, for summary.json."""
+    import importlib.metadata as metadata
+
+    versions = {"python": platform.python_version()}
+    for package in ("tensorflow", "tf-keras", "keras", "tfimm", "kerastricks", "keras-cv"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def best_epoch(rows: list[dict[str, Any]], monitor: str, mode: str) -> dict[str, Any] | None:
+    """The history row with the best monitored value (None when no row has it)."""
+    scored = [r for r in rows if r.get(monitor) is not None and np.isfinite(r[monitor])]
+    if not scored:
+        return None
+    pick = max if mode == "max" else min
+    return pick(scored, key=lambda r: r[monitor])
+
+
+def save_curves(rows: list[dict[str, Any]], metric: str, path: str) -> None:
+    """Plots loss, the metric and the LR per epoch across stages, stage boundaries marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return
+    epochs = frame["epoch"] + 1
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    panels = [("loss", "loss"), (metric, metric), ("lr", "learning rate (head)")]
+    for ax, (key, title) in zip(axes, panels, strict=True):
+        for column in (key, f"val_{key}"):
+            if column in frame and frame[column].notna().any():
+                ax.plot(epochs, frame[column], marker="o", label=column)
+        _mark_stages(ax, frame)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.legend(loc="best")
+    axes[2].set_yscale("log")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def save_lr_plot(schedule: Any, total_steps: int, boundaries: list[int], path: str) -> None:
+    """Plots the run's LR schedule per step, stage boundaries marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.arange(max(total_steps, 1))
+    values = [float(schedule(int(s))) for s in steps]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, values)
+    for boundary in boundaries[1:]:
+        ax.axvline(boundary, color="grey", linestyle="--", linewidth=0.8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("learning rate (head)")
+    ax.set_title("LR schedule across stages")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: str) -> None:
+    """Saves a matplotlib figure as PNG through gfile, atomically, and closes it."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def _mark_stages(ax: Any, frame: pd.DataFrame) -> None:
+    if "stage" not in frame:
+        return
+    changes = frame.index[frame["stage"].diff().fillna(0) != 0]
+    for index in changes:
+        ax.axvline(frame["epoch"][index] + 0.5, color="grey", linestyle="--", linewidth=0.8)
+
+
+def run_folder(output: str, name: str) -> str:
+    """The run folder `<output>/<name>`."""
+    return os.path.join(output, name)

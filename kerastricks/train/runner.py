@@ -1,0 +1,361 @@
+"""The fit wrapper: a run is a list of stages trained with one model and one optimizer.
+
+`train(config)` checks everything it can before the first heavy step (records, names,
+stages), picks the strategy and precision, then for each stage rebuilds the dataset at the
+stage's image size, applies its freezing and LR multipliers and fits. After every epoch the
+run folder is brought up to date, so a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+import time
+from typing import Any
+
+import tensorflow as tf
+
+from kerastricks._fs import write_json_atomic
+from kerastricks.config import Config, load_config, save_config
+from kerastricks.data import build_dataset, resolve_records
+from kerastricks.losses import make_loss, make_metrics, monitor_for
+from kerastricks.models import set_trainable
+from kerastricks.optim import set_lr_multipliers
+from kerastricks.train.build import TrainingParts, build_parts, stage_multipliers
+from kerastricks.train.checkpoints import RunCheckpoint
+from kerastricks.train.preflight import RunInputs, preflight
+from kerastricks.train.records import (
+    best_epoch,
+    library_versions,
+    save_curves,
+    save_lr_plot,
+    write_history,
+)
+from kerastricks.train.stages import StagePlan, plan_stages, trainable_groups
+from kerastricks.train.strategy import (
+    Hardware,
+    detect_hardware,
+    resolve_jit_compile,
+    resolve_precision,
+)
+
+
+class RunFolderExistsError(FileExistsError):
+    """The run folder already exists and neither resume nor overwrite was asked for."""
+
+
+def train(
+    config: Config,
+    *,
+    resume: str | None = None,
+    overwrite: bool = False,
+    hardware: Hardware | None = None,
+) -> dict[str, Any]:
+    """Runs every stage of `config` and returns the run's summary (also in summary.json).
+
+    Args:
+        config: the validated run config.
+        resume: a run folder to continue (its saved config is used).
+        overwrite: replace an existing run folder of the same name.
+        hardware: an already-built strategy (the default detects one).
+    """
+    if resume is not None:
+        config = load_config(os.path.join(resume, "config.yaml"))
+        run_dir = resume
+    else:
+        run_dir = os.path.join(config.output, config.name)
+    inputs = preflight(config)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, stages=inputs.stages))
+    hardware = hardware or detect_hardware(config.train.strategy)
+    precision = resolve_precision(config.train.precision, hardware.kind)
+    tf.keras.mixed_precision.set_global_policy(precision)
+    tf.keras.utils.set_random_seed(config.seed)
+    if resume is None:
+        _prepare_run_dir(run_dir, overwrite)
+    write_dir = run_dir if hardware.is_chief else _worker_dir(run_dir)
+    save_config(config, os.path.join(write_dir, "config.yaml"))
+    print(f"kerastricks: run folder {run_dir} | {hardware.describe()} | precision={precision}")
+    try:
+        return _run(config, inputs, hardware, write_dir)
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")
+        if not hardware.is_chief:
+            shutil.rmtree(write_dir, ignore_errors=True)
+
+
+def _run(config: Config, inputs: RunInputs, hardware: Hardware, run_dir: str) -> dict[str, Any]:
+    source = inputs.source
+    num_train = inputs.num_train
+    plans = plan_stages(
+        config.train.stages,
+        num_train,
+        config.train.batch_size,
+        hardware.replicas,
+        config.train.steps_per_epoch,
+    )
+    lr_scale = float(hardware.replicas) if config.train.scale_lr else 1.0
+    with hardware.strategy.scope():
+        parts = build_parts(config, plans, source.num_classes, lr_scale)
+    checkpoint = RunCheckpoint(run_dir, parts.model, parts.optimizer)
+    state = checkpoint.restore() or {"rows": [], "stage_times": {}, "best": None}
+    if state["rows"]:
+        print(f"kerastricks: resuming after epoch {len(state['rows'])} of {plans[-1].last_epoch}")
+    monitor, mode = monitor_for(source.task)
+    jit = resolve_jit_compile(config.train.jit_compile, hardware.kind)
+    for plan in plans:
+        if len(state["rows"]) >= plan.last_epoch:
+            continue
+        _fit_stage(config, inputs, hardware, parts, plan, state, checkpoint, jit, (monitor, mode))
+    checkpoint.export_last()
+    summary = _summarise(config, inputs, hardware, plans, state, (monitor, mode))
+    write_json_atomic(os.path.join(run_dir, "summary.json"), summary)
+    save_curves(state["rows"], monitor.removeprefix("val_"), os.path.join(run_dir, "plots", "curves.png"))
+    save_lr_plot(
+        parts.schedule,
+        plans[-1].first_step + plans[-1].total_steps,
+        [p.first_step for p in plans],
+        os.path.join(run_dir, "plots", "lr.png"),
+    )
+    _print_stage_table(summary)
+    return summary
+
+
+def _fit_stage(
+    config: Config,
+    inputs: RunInputs,
+    hardware: Hardware,
+    parts: TrainingParts,
+    plan: StagePlan,
+    state: dict[str, Any],
+    checkpoint: RunCheckpoint,
+    jit: bool,
+    monitor: tuple[str, str],
+) -> None:
+    stage = plan.stage
+    groups_on = trainable_groups(stage.unfreeze, len(parts.groups))
+    set_trainable(parts.model, parts.groups, groups_on)
+    set_lr_multipliers(parts.optimizer, stage_multipliers(config, stage, len(parts.groups)))
+    with hardware.strategy.scope():
+        parts.model.compile(
+            optimizer=getattr(parts.model, "optimizer", None) or parts.optimizer,
+            loss=make_loss(
+                inputs.source.task,
+                label_smoothing=config.train.label_smoothing,
+                focal_gamma=config.train.focal_gamma if config.train.loss == "focal" else None,
+            ),
+            metrics=make_metrics(inputs.source.task, inputs.source.num_classes),
+            jit_compile=jit,
+            steps_per_execution=config.train.steps_per_execution,
+        )
+    train_ds, val_ds = _stage_datasets(config, inputs, plan, hardware)
+    print(
+        f"\n== stage {plan.index + 1}/{len(config.train.stages)} '{stage.name}': "
+        f"{stage.image_size}px, {groups_on}/{len(parts.groups)} groups train, "
+        f"{stage.epochs} epoch(s) x {plan.steps_per_epoch} steps, global batch {plan.global_batch}"
+    )
+    recorder = EpochRecorder(parts, plan, state, checkpoint, monitor)
+    callbacks = [
+        recorder,
+        NaNGuard(stage.name or str(plan.index), plan),
+        tf.keras.callbacks.TensorBoard(
+            os.path.join(checkpoint.folder, "..", "tensorboard"), profile_batch=0
+        ),
+    ]
+    parts.model.fit(
+        train_ds,
+        epochs=plan.last_epoch,
+        initial_epoch=len(state["rows"]),
+        steps_per_epoch=plan.steps_per_epoch,
+        validation_data=val_ds,
+        validation_steps=config.train.validation_steps,
+        callbacks=callbacks,
+        verbose=config.train.verbose,
+    )
+    if len(state["rows"]) < plan.last_epoch:
+        raise RuntimeError(
+            f"stage '{stage.name}' stopped after epoch {len(state['rows'])} of {plan.last_epoch}"
+        )
+
+
+def _stage_datasets(
+    config: Config, inputs: RunInputs, plan: StagePlan, hardware: Hardware
+) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    data = config.data
+    common = {
+        "image_size": plan.stage.image_size,
+        "batch_size": plan.global_batch,
+        "seed": config.seed,
+        "keys": data.keys,
+        "num_classes": inputs.source.num_classes,
+        "deterministic": data.deterministic,
+    }
+    train_ds = build_dataset(
+        inputs.source,
+        training=True,
+        augment=config.augment or None,
+        exclude_folds=[data.val_fold],
+        resize=data.resize,
+        cache=data.cache or None,
+        **common,
+    )
+    val_ds = build_dataset(inputs.source, training=False, folds=[data.val_fold], **common)
+    if hardware.name == "multi_worker":
+        # Our folds are few shards; sharding by element keeps every worker busy.
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA
+        )
+        train_ds = train_ds.with_options(options)
+        val_ds = val_ds.with_options(options)
+    return train_ds, val_ds
+
+
+class EpochRecorder(tf.keras.callbacks.Callback):
+    """Appends one history row per epoch, keeps the best weights and checkpoints the run."""
+
+    def __init__(
+        self,
+        parts: TrainingParts,
+        plan: StagePlan,
+        state: dict[str, Any],
+        checkpoint: RunCheckpoint,
+        monitor: tuple[str, str],
+    ) -> None:
+        super().__init__()
+        self.parts = parts
+        self.plan = plan
+        self.state = state
+        self.checkpoint = checkpoint
+        self.monitor, self.mode = monitor
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        seconds = time.perf_counter() - self._start
+        step = int(self.parts.optimizer.iterations.numpy())
+        row = {
+            "epoch": epoch,
+            "stage": self.plan.index,
+            "stage_name": self.plan.stage.name,
+            "image_size": self.plan.stage.image_size,
+            "lr": float(self.parts.schedule(max(step - 1, 0))),
+            **{k: float(v) for k, v in (logs or {}).items()},
+            "time_s": round(seconds, 3),
+            "img_per_s": round(self.plan.steps_per_epoch * self.plan.global_batch / seconds, 1),
+        }
+        self.state["rows"].append(row)
+        times = self.state["stage_times"]
+        times[str(self.plan.index)] = times.get(str(self.plan.index), 0.0) + seconds
+        value = row.get(self.monitor)
+        best = self.state["best"]
+        if value is not None and math.isfinite(value) and _improves(value, best, self.mode):
+            self.state["best"] = value
+            self.checkpoint.save_best()
+        self.checkpoint.save(self.state)
+        write_history(self.state["rows"], os.path.join(self.checkpoint.folder, "..", "history.csv"))
+
+
+def _improves(value: float, best: float | None, mode: str) -> bool:
+    if best is None:
+        return True
+    return value > best if mode == "max" else value < best
+
+
+class NaNGuard(tf.keras.callbacks.Callback):
+    """Stops the run on a NaN or infinite loss, naming the stage and the step."""
+
+    def __init__(self, stage_name: str, plan: StagePlan) -> None:
+        super().__init__()
+        self.stage_name = stage_name
+        self.plan = plan
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            step = int(self.model.optimizer.iterations.numpy())
+            raise FloatingPointError(
+                f"loss is {loss} in stage '{self.stage_name}' at step {step} (batch {batch} of "
+                "the epoch). Lower the stage's lr, check the labels, or use precision: float32."
+            )
+
+
+def _summarise(
+    config: Config,
+    inputs: RunInputs,
+    hardware: Hardware,
+    plans: list[StagePlan],
+    state: dict[str, Any],
+    monitor: tuple[str, str],
+) -> dict[str, Any]:
+    rows = state["rows"]
+    name, mode = monitor
+    best = best_epoch(rows, name, mode)
+    stages = []
+    for plan in plans:
+        stage_rows = [r for r in rows if r["stage"] == plan.index]
+        stage_best = best_epoch(stage_rows, name, mode)
+        seconds = state["stage_times"].get(str(plan.index), 0.0)
+        images = plan.steps_per_epoch * plan.global_batch * len(stage_rows)
+        stages.append(
+            {
+                "name": plan.stage.name,
+                "image_size": plan.stage.image_size,
+                "epochs": plan.stage.epochs,
+                "unfreeze": plan.stage.unfreeze,
+                f"best_{name}": stage_best[name] if stage_best else None,
+                "wall_s": round(seconds, 2),
+                "img_per_s": round(images / seconds, 1) if seconds else None,
+            }
+        )
+    summary: dict[str, Any] = {
+        "name": config.name,
+        "task": inputs.source.task,
+        "monitor": name,
+        "best": best[name] if best else None,
+        "best_epoch": best["epoch"] if best else None,
+        "best_stage": best["stage_name"] if best else None,
+        "epochs": len(rows),
+        "stages": stages,
+        "wall_s": round(sum(state["stage_times"].values()), 2),
+        "hardware": {"strategy": hardware.name, "device": hardware.kind, "replicas": hardware.replicas},
+        "num_train": inputs.num_train,
+        "num_val": inputs.num_val,
+        "versions": library_versions(),
+    }
+    if name == "val_accuracy":
+        summary["val_accuracy"] = summary["best"]
+    return summary
+
+
+def _print_stage_table(summary: dict[str, Any]) -> None:
+    key = f"best_{summary['monitor']}"
+    print(f"\n{'stage':<12} {'size':>5} {'epochs':>6} {key:>20} {'wall s':>8} {'img/s':>8}")
+    for stage in summary["stages"]:
+        value = stage[key]
+        shown = f"{value:.4f}" if value is not None else "-"
+        print(
+            f"{stage['name']:<12} {stage['image_size']:>5} {stage['epochs']:>6} {shown:>20} "
+            f"{stage['wall_s']:>8.1f} {stage['img_per_s'] or 0:>8.1f}"
+        )
+
+
+def _prepare_run_dir(run_dir: str, overwrite: bool) -> None:
+    if tf.io.gfile.exists(run_dir):
+        if not overwrite:
+            raise RunFolderExistsError(
+                f"run folder {run_dir} already exists. Continue it with --resume {run_dir}, "
+                "replace it with --overwrite, or pick another name with --set name=..."
+            )
+        tf.io.gfile.rmtree(run_dir)
+    tf.io.gfile.makedirs(run_dir)
+
+
+def _worker_dir(run_dir: str) -> str:
+    # Non-chief workers of a multi-worker run must still write their checkpoints somewhere.
+    path = os.path.join(run_dir, f".worker-{os.getpid()}")
+    tf.io.gfile.makedirs(path)
+    return path
