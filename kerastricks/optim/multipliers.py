@@ -1,0 +1,283 @@
+"""Per-group learning-rate multipliers on top of any tf_keras optimizer.
+
+The multiplier scales each variable's whole step (the optimizer's update and its decoupled
+weight decay), like a per-group learning rate in PyTorch: `v_new = v_old + m * (step)`.
+Scaling gradients instead would do nothing for Adam-type optimizers, whose step is
+invariant to the gradient's scale.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import tensorflow as tf
+
+_MULTIPLIER_ATTR = "_lr_multipliers"
+_GROUP_INDEX_ATTR = "_lr_group_index"
+_CLASS_CACHE: dict[type, type] = {}
+
+
+class _LRMultiplierMixin:
+    """Scales the step of grouped variables by their group's multiplier.
+
+    Mixed in front of the optimizer's own class, so that `type(opt)` keeps its name,
+    config and checkpoint layout. Grouped variables get their decoupled weight decay inside
+    `_update_step`, so that one snapshot covers the decay and the update.
+    """
+
+    def _lr_group_of(self, variable: tf.Variable) -> int | None:
+        if getattr(variable, "_unique_id", None) is None:
+            return None
+        return getattr(self, _GROUP_INDEX_ATTR).get(self._var_key(variable))
+
+    def _apply_weight_decay(self, variables):
+        ungrouped = [v for v in variables if self._lr_group_of(v) is None]
+        super()._apply_weight_decay(ungrouped)
+
+    def _update_step(self, gradient, variable):
+        group = self._lr_group_of(variable)
+        if group is None:
+            return super()._update_step(gradient, variable)
+        before = tf.identity(variable)
+        self._decay_grouped_variable(variable)
+        super()._update_step(gradient, variable)
+        multiplier = tf.cast(getattr(self, _MULTIPLIER_ATTR)[group], variable.dtype)
+        # One fused expression: the step is computed once by the optimizer, then rescaled.
+        variable.assign_add((multiplier - 1.0) * (variable - before))
+
+    def _decay_grouped_variable(self, variable: tf.Variable) -> None:
+        # Same formula as tf_keras's Optimizer._apply_weight_decay. Optimizers that decay
+        # inside their own update step (RectifiedAdam, LAMB) set _decays_in_update_step.
+        if self.weight_decay is None or getattr(self, "_decays_in_update_step", False):
+            return
+        if not self._use_weight_decay(variable):
+            return
+        lr = tf.cast(self.learning_rate, variable.dtype)
+        decay = tf.cast(self.weight_decay, variable.dtype)
+        variable.assign_sub(variable * decay * lr)
+
+
+def with_lr_multipliers(
+    optimizer: tf.keras.optimizers.Optimizer,
+    var_groups: Sequence[Any],
+    multipliers: Sequence[float],
+) -> tf.keras.optimizers.Optimizer:
+    """Makes `optimizer` scale each group's step by its own LR multiplier.
+
+    The optimizer keeps its type, config and checkpoint layout; the multipliers live in a
+    non-trainable `tf.Variable` tracked by the optimizer (saved in checkpoints) and can be
+    changed between stages without retracing with `set_lr_multipliers`. Each variable's
+    step, its update plus its decoupled weight decay, is multiplied: with SGD and `lr=1`,
+    a group with multiplier `m` moves by `-m * gradient`; with Adam the step is the one of
+    Adam with `lr * m`, like a per-group learning rate in PyTorch or fastai. Variables in
+    no group keep multiplier 1.0. Works with any LR schedule, under `tf.distribute`
+    strategies, XLA, and inside a `LossScaleOptimizer` or `Lookahead` (their inner
+    optimizer is made multiplier-aware).
+
+    Example:
+
+    ```python
+    groups = kerastricks.models.layer_groups(model)
+    lrs = kerastricks.optim.spread_lrs(len(groups), {"slice": [1e-5, 1e-3]})
+    optimizer = with_lr_multipliers(tf.keras.optimizers.AdamW(1e-3), groups, lrs)
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy")
+    ```
+
+    Args:
+        optimizer: a tf_keras (new-style) optimizer, not yet built.
+        var_groups: one entry per group: a list of variables or layers, a layer, or an
+            object with `.layers` (as returned by `kerastricks.models.layer_groups`).
+            A layer contributes all its weights, so that frozen groups are covered when
+            they are unfrozen later.
+        multipliers: one float per group.
+
+    Returns:
+        The same optimizer object, now multiplier-aware.
+    """
+    target = _innermost_optimizer(optimizer)
+    if len(var_groups) != len(multipliers):
+        raise ValueError(
+            f"with_lr_multipliers got {len(var_groups)} variable groups but "
+            f"{len(multipliers)} multipliers {list(multipliers)!r}; give one per group."
+        )
+    if getattr(target, "_built", False):
+        raise ValueError(
+            f"Optimizer {target.name!r} is already built; call with_lr_multipliers before "
+            "the first training step (or on a fresh optimizer before restoring a checkpoint)."
+        )
+    index: dict[Any, int] = {}
+    for group, entry in enumerate(var_groups):
+        for variable in _collect_variables(entry):
+            key = target._var_key(variable)
+            if key in index and index[key] != group:
+                raise ValueError(
+                    f"Variable {variable.name!r} is in LR group {index[key]} and in group "
+                    f"{group}; each variable may belong to one group only."
+                )
+            index[key] = group
+    _install(target, index, multipliers)
+    return optimizer
+
+
+def with_lr_multipliers_by_name(
+    optimizer: tf.keras.optimizers.Optimizer,
+    variables: Any,
+    patterns: Mapping[str, float],
+) -> tf.keras.optimizers.Optimizer:
+    """Gives variables whose name matches a regex their own LR multiplier.
+
+    Each pattern is a group (in the mapping's order); a variable goes to the first pattern
+    that `re.search`es its `variable.name`; variables that match none keep 1.0.
+
+    Example:
+
+    ```python
+    optimizer = with_lr_multipliers_by_name(
+        tf.keras.optimizers.Adam(1e-3), model, {"^conv1|^bn1": 0.01, "layer[12]": 0.1}
+    )
+    ```
+
+    Args:
+        optimizer: a tf_keras optimizer, not yet built.
+        variables: a model, layer or list of variables whose names are matched.
+        patterns: regex -> multiplier.
+
+    Returns:
+        The same optimizer object, now multiplier-aware.
+    """
+    compiled = []
+    for pattern in patterns:
+        try:
+            compiled.append(re.compile(pattern))
+        except re.error as error:
+            raise ValueError(f"LR multiplier pattern {pattern!r} is not a regex: {error}") from None
+    groups: list[list[tf.Variable]] = [[] for _ in compiled]
+    for variable in _collect_variables(variables):
+        for group, regex in enumerate(compiled):
+            if regex.search(variable.name):
+                groups[group].append(variable)
+                break
+    empty = [pattern for pattern, group in zip(patterns, groups, strict=True) if not group]
+    if empty:
+        raise ValueError(f"LR multiplier patterns {empty!r} match no variable name.")
+    return with_lr_multipliers(optimizer, groups, list(patterns.values()))
+
+
+def set_lr_multipliers(optimizer: tf.keras.optimizers.Optimizer, multipliers: Sequence[float]):
+    """Sets the per-group multipliers of a multiplier-aware optimizer (no retracing).
+
+    Args:
+        optimizer: an optimizer returned by `with_lr_multipliers`.
+        multipliers: one float per group, in the order the groups were given.
+    """
+    variable = _multiplier_variable(optimizer)
+    if len(multipliers) != variable.shape[0]:
+        raise ValueError(
+            f"set_lr_multipliers got {len(multipliers)} multipliers {list(multipliers)!r} for "
+            f"an optimizer with {variable.shape[0]} LR groups."
+        )
+    variable.assign(tf.constant(_checked(multipliers), tf.float32))
+
+
+def get_lr_multipliers(optimizer: tf.keras.optimizers.Optimizer) -> list[float]:
+    """Returns the current per-group multipliers of a multiplier-aware optimizer."""
+    return [float(value) for value in _multiplier_variable(optimizer).numpy()]
+
+
+def _install(target, index: dict[Any, int], multipliers: Sequence[float]) -> None:
+    values = _checked(multipliers)
+    if not isinstance(target, _LRMultiplierMixin):
+        target.__class__ = _multiplier_class(type(target))
+    strategy = target._distribution_strategy
+    # Under a strategy the vector must be a distributed variable, readable on each replica.
+    scope = strategy.scope() if not tf.distribute.has_strategy() else contextlib.nullcontext()
+    with scope:
+        variable = tf.Variable(
+            values,
+            dtype=tf.float32,
+            trainable=False,
+            name="lr_multipliers",
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+        )
+    setattr(target, _GROUP_INDEX_ATTR, target._no_dependency(index))
+    # Attribute assignment makes the variable a checkpoint dependency of the optimizer.
+    setattr(target, _MULTIPLIER_ATTR, variable)
+    if hasattr(target, "_coalesced_children"):
+        # tf_keras caches the optimizer's checkpoint children on first save; refresh it.
+        del target._coalesced_children
+
+
+def _multiplier_class(base: type) -> type:
+    cls = _CLASS_CACHE.get(base)
+    if cls is None:
+        # Same name and module as the base, so serialisation sees the optimizer's own class.
+        cls = type(
+            base.__name__,
+            (_LRMultiplierMixin, base),
+            {"__module__": base.__module__, "__qualname__": base.__qualname__},
+        )
+        _CLASS_CACHE[base] = cls
+    return cls
+
+
+def _innermost_optimizer(optimizer):
+    """The optimizer that applies updates: through LossScaleOptimizer and Lookahead."""
+    current = optimizer
+    while True:
+        if isinstance(current, tf.keras.mixed_precision.LossScaleOptimizer):
+            current = current.inner_optimizer
+        elif getattr(current, "_wraps_inner_update", False):
+            current = current.inner_optimizer
+        else:
+            break
+    if not isinstance(current, tf.keras.optimizers.Optimizer):
+        raise TypeError(
+            f"LR multipliers need a tf.keras (new-style) optimizer; got {type(current).__name__}."
+            " Use tf.keras.optimizers.* rather than tf.keras.optimizers.legacy.*."
+        )
+    return current
+
+
+def _multiplier_variable(optimizer) -> tf.Variable:
+    target = _innermost_optimizer(optimizer)
+    variable = getattr(target, _MULTIPLIER_ATTR, None)
+    if variable is None:
+        raise ValueError(
+            f"Optimizer {target.name!r} has no LR multipliers; wrap it first with "
+            "with_lr_multipliers(optimizer, var_groups, multipliers)."
+        )
+    return variable
+
+
+def _collect_variables(entry: Any) -> list[tf.Variable]:
+    if isinstance(entry, tf.Variable) or hasattr(entry, "_distributed_container"):
+        return [entry]
+    if isinstance(entry, tf.keras.layers.Layer):
+        return list(entry.weights)
+    if hasattr(entry, "layers") and not isinstance(entry, (str, bytes)):
+        return _flatten(entry.layers)
+    if isinstance(entry, tf.Module):
+        return list(entry.variables)
+    if isinstance(entry, Iterable) and not isinstance(entry, (str, bytes)):
+        return _flatten(entry)
+    raise TypeError(
+        f"Cannot take variables from {type(entry).__name__} {entry!r}: give variables, "
+        "layers, or an object with `.layers`."
+    )
+
+
+def _flatten(entries: Iterable[Any]) -> list[tf.Variable]:
+    variables: list[tf.Variable] = []
+    for entry in entries:
+        variables.extend(_collect_variables(entry))
+    return variables
+
+
+def _checked(multipliers: Sequence[float]) -> list[float]:
+    values = [float(value) for value in multipliers]
+    if any(not (value >= 0.0) or value == float("inf") for value in values):
+        raise ValueError(f"LR multipliers must be finite and >= 0. Received {list(multipliers)!r}")
+    return values
