@@ -45,7 +45,7 @@ def _open(data: bytes) -> Image.Image:
     except Image.UnidentifiedImageError:
         raise BadImageError("not an image: Pillow cannot identify the format") from None
     except Exception as error:  # Pillow raises many types for broken data; all mean "unusable".
-        raise BadImageError(f"corrupt image header: {error}") from None
+        raise BadImageError(f"truncated or corrupt image: {error}") from None
 
 
 def _full_load(data: bytes) -> None:

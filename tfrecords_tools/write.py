@@ -30,6 +30,8 @@ from tfrecords_tools.sources import SourceTable, read_csv_source, read_folder_so
 
 _SIZE_SAMPLE = 64
 _RESIZE_SAMPLE = 8
+# Bytes a record adds to its image: id, label, fold, feature keys and the 16-byte framing.
+_RECORD_OVERHEAD = 64
 
 
 @dataclass
@@ -155,7 +157,7 @@ def _estimate_record_bytes(
                 sizes.append(len(_stored_image(table.paths[row], resize, quality).data))
         except (tf.errors.NotFoundError, images.BadImageError):
             continue
-    return float(np.mean(sizes)) if sizes else 0.0
+    return float(np.mean(sizes)) + _RECORD_OVERHEAD if sizes else 0.0
 
 
 def plan_shards(
