@@ -1,0 +1,206 @@
+"""Image decoding and resizing as graph ops: DCT-downscaled JPEG decode and resize policies.
+
+Every function here is made of TensorFlow graph ops (no `tf.py_function`), so that it runs
+inside `tf.data` on a TPU host and keeps the pipeline serialisable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import tensorflow as tf
+
+RESIZE_POLICIES = ("squash", "center_crop", "random_resized_crop")
+
+# libjpeg decodes at 1/2, 1/4 or 1/8 scale by dropping DCT coefficients: far cheaper than a
+# full decode followed by a downscale, and the result is already low-passed.
+_JPEG_RATIOS = (1, 2, 4, 8)
+
+# torchvision / timm RandomResizedCrop defaults.
+RRC_SCALE = (0.08, 1.0)
+RRC_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+
+
+def to_size(image_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """Returns `(height, width)` from an int or a pair; raises on anything else."""
+    if isinstance(image_size, bool):
+        raise ValueError(f"image_size must be an int or (height, width). Received: {image_size!r}")
+    if isinstance(image_size, int):
+        size = (image_size, image_size)
+    elif isinstance(image_size, (tuple, list)) and len(image_size) == 2:
+        size = (int(image_size[0]), int(image_size[1]))
+    else:
+        raise ValueError(f"image_size must be an int or (height, width). Received: {image_size!r}")
+    if min(size) <= 0:
+        raise ValueError(f"image_size must be positive. Received: {image_size!r}")
+    return size
+
+
+def check_resize_policy(resize: str) -> str:
+    """Returns `resize` when it names a policy, else raises a ValueError listing them."""
+    if resize not in RESIZE_POLICIES:
+        raise ValueError(f"resize must be one of {list(RESIZE_POLICIES)}. Received: {resize!r}")
+    return resize
+
+
+def jpeg_ratio(crop_hw: tf.Tensor, target_hw: tuple[int, int]) -> tf.Tensor:
+    """The largest DCT scale (1, 2, 4, 8) keeping `crop_hw / ratio >= target_hw`, as an index."""
+    crop_hw = tf.cast(crop_hw, tf.float32)
+    target = tf.constant(target_hw, tf.float32)
+    fits = [tf.reduce_all(crop_hw / float(r) >= target) for r in _JPEG_RATIOS]
+    return tf.reduce_sum(tf.cast(tf.stack(fits[1:]), tf.int32))
+
+
+def _decode_jpeg_window(
+    image_bytes: tf.Tensor, window: tf.Tensor, ratio_index: tf.Tensor
+) -> tf.Tensor:
+    """Decodes the `[y, x, h, w]` window (original pixels) at the DCT scale `ratio_index`."""
+
+    def branch(ratio: int):
+        def decode() -> tf.Tensor:
+            if ratio == 1:
+                return tf.io.decode_and_crop_jpeg(image_bytes, window, channels=3)
+            # The crop window of a scaled decode is in scaled pixels.
+            stored = tf.io.extract_jpeg_shape(image_bytes)[:2]
+            scaled_hw = (stored + ratio - 1) // ratio
+            begin = tf.minimum(window[:2] // ratio, scaled_hw - 1)
+            size = tf.clip_by_value(window[2:] // ratio, 1, scaled_hw - begin)
+            scaled = tf.concat([begin, size], axis=0)
+            return tf.io.decode_and_crop_jpeg(image_bytes, scaled, channels=3, ratio=ratio)
+
+        return decode
+
+    return tf.switch_case(ratio_index, [branch(r) for r in _JPEG_RATIOS])
+
+
+def decode_image(
+    image_bytes: tf.Tensor, target_size: int | tuple[int, int] | None = None
+) -> tf.Tensor:
+    """Decodes an image to uint8 `[h, w, 3]`, DCT-downscaled when the target is small.
+
+    A JPEG whose stored size is at least twice `target_size` on both sides is decoded at
+    1/2, 1/4 or 1/8 scale (the largest that still covers the target); the stored size comes
+    from `tf.io.extract_jpeg_shape`, which reads the header only. Other formats (PNG, GIF's
+    first frame, BMP) go through `tf.io.decode_image`. Grayscale and RGBA become RGB.
+
+    Args:
+        image_bytes: scalar string tensor, the encoded image.
+        target_size: the size the caller will resize to, or None for a full decode.
+    """
+    target_hw = None if target_size is None else to_size(target_size)
+    return decode_window(image_bytes, _whole_image, target_hw)
+
+
+def _whole_image(shape_hw: tf.Tensor) -> tf.Tensor:
+    return tf.concat([[0, 0], shape_hw], 0)
+
+
+def decode_window(
+    image_bytes: tf.Tensor,
+    window_fn: Callable[[tf.Tensor], tf.Tensor],
+    target_hw: tuple[int, int] | None,
+) -> tf.Tensor:
+    """Decodes the window `window_fn(stored [h, w])` (`[y, x, h, w]`) of any image format.
+
+    JPEG: the stored size comes from the header and only the window is decoded, at the
+    coarsest DCT scale that still covers `target_hw`. Other formats: full decode, then slice.
+    """
+
+    def jpeg() -> tf.Tensor:
+        window = window_fn(tf.io.extract_jpeg_shape(image_bytes)[:2])
+        ratio_index = tf.constant(0) if target_hw is None else jpeg_ratio(window[2:], target_hw)
+        return _decode_jpeg_window(image_bytes, window, ratio_index)
+
+    def other() -> tf.Tensor:
+        image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+        image = tf.ensure_shape(image, [None, None, 3])
+        window = window_fn(tf.shape(image)[:2])
+        return tf.slice(image, tf.concat([window[:2], [0]], 0), tf.concat([window[2:], [3]], 0))
+
+    image = tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def center_crop_window(shape_hw: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+    """`[y, x, h, w]` of the largest central crop with the aspect ratio of `size`."""
+    shape_f = tf.cast(shape_hw, tf.float32)
+    scale = tf.minimum(shape_f[0] / size[0], shape_f[1] / size[1])
+    crop = tf.cast(tf.round(scale * tf.constant(size, tf.float32)), tf.int32)
+    crop = tf.clip_by_value(crop, 1, shape_hw)
+    return tf.concat([(shape_hw - crop) // 2, crop], axis=0)
+
+
+def random_crop_window(shape_hw: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """`[y, x, h, w]` of a random-resized-crop box (area 8-100 %, aspect 3/4-4/3).
+
+    Follows torchvision/timm `RandomResizedCrop` (10 attempts, then the whole image) through
+    TensorFlow's own `stateless_sample_distorted_bounding_box`.
+    """
+    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.concat([shape_hw, [3]], 0),
+        bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+        seed=seed,
+        min_object_covered=0.0,
+        aspect_ratio_range=RRC_RATIO,
+        area_range=RRC_SCALE,
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    return tf.concat([begin[:2], crop_size[:2]], axis=0)
+
+
+def resize(image: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+    """Bilinear resize to float32 `[h, w, 3]` in [0, 255].
+
+    No antialiasing: the DCT decode has already brought the image within 2x of the target,
+    where bilinear aliasing is small, and antialias=True costs ~2x on this step.
+    """
+    out = tf.image.resize(image, size, method="bilinear")
+    out.set_shape([size[0], size[1], 3])
+    return out
+
+
+def _window_fn(
+    policy: str, size: tuple[int, int], seed: tf.Tensor | None
+) -> Callable[[tf.Tensor], tf.Tensor]:
+    check_resize_policy(policy)
+    if policy == "squash":
+        return _whole_image
+    if policy == "center_crop":
+        return lambda shape_hw: center_crop_window(shape_hw, size)
+    if seed is None:
+        raise ValueError("resize='random_resized_crop' needs a stateless seed of shape [2].")
+    return lambda shape_hw: random_crop_window(shape_hw, seed)
+
+
+def decode_and_resize(
+    image_bytes: tf.Tensor,
+    image_size: int | tuple[int, int],
+    policy: str = "squash",
+    seed: tf.Tensor | None = None,
+) -> tf.Tensor:
+    """Decodes and resizes one encoded image to float32 `[h, w, 3]` by a resize policy.
+
+    Policies: "squash" (whole image to the size, aspect not kept), "center_crop" (largest
+    central crop with the target aspect), "random_resized_crop" (needs a stateless `seed`,
+    shape [2]). Only the crop window is decoded, at the coarsest DCT scale that covers it.
+
+    Args:
+        image_bytes: scalar string tensor.
+        image_size: int or (height, width).
+        policy: one of `RESIZE_POLICIES`.
+        seed: int32/int64 tensor of shape [2], for "random_resized_crop".
+    """
+    size = to_size(image_size)
+    return resize(decode_window(image_bytes, _window_fn(policy, size, seed), size), size)
+
+
+def crop_and_resize(
+    image: tf.Tensor, image_size: int | tuple[int, int], policy: str, seed: tf.Tensor | None = None
+) -> tf.Tensor:
+    """Applies a resize policy to an already decoded image (the cached path)."""
+    size = to_size(image_size)
+    window = _window_fn(policy, size, seed)(tf.shape(image)[:2])
+    crop = tf.slice(image, tf.concat([window[:2], [0]], 0), tf.concat([window[2:], [3]], 0))
+    return resize(crop, size)

@@ -1,0 +1,77 @@
+"""Record parsing: one serialized `tf.train.Example` to image bytes, encoded label, weight, id."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import tensorflow as tf
+
+from kerastricks.data.reader import RecordSource
+
+
+def record_parser(source: RecordSource) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+    """Returns a graph function: serialized record -> dict of image, label, weight, id, fold.
+
+    `label` is float32 `[num_classes]`: one-hot (single-label; an empty label gives zeros),
+    multi-hot (multi-label indices), the targets (regression), or the `soft_label` feature
+    when a record has one of the right length (pseudo-labels). `weight` defaults to 1.0.
+    """
+    keys = source.keys
+    num_classes = source.num_classes
+    spec: dict[str, tf.io.FixedLenFeature | tf.io.VarLenFeature] = {
+        keys["image"]: tf.io.FixedLenFeature([], tf.string)
+    }
+    if keys["label"] is not None:
+        spec[keys["label"]] = tf.io.VarLenFeature(source.label_dtype)
+    if keys["id"] is not None:
+        spec[keys["id"]] = tf.io.FixedLenFeature([], tf.string, default_value="")
+    if keys["fold"] is not None:
+        spec[keys["fold"]] = tf.io.FixedLenFeature([], tf.int64, default_value=-1)
+    if keys["soft_label"] is not None:
+        spec[keys["soft_label"]] = tf.io.VarLenFeature(tf.float32)
+    if keys["weight"] is not None:
+        spec[keys["weight"]] = tf.io.FixedLenFeature([], tf.float32, default_value=1.0)
+
+    def parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+        example = tf.io.parse_single_example(serialized, spec)
+        if keys["label"] is None:
+            label = tf.zeros([num_classes], tf.float32)
+        else:
+            values = tf.sparse.to_dense(example[keys["label"]])
+            label = encode_label(values, source.task, num_classes, source.path)
+        if keys["soft_label"] is not None:
+            soft = tf.sparse.to_dense(example[keys["soft_label"]])
+            label = tf.cond(
+                tf.size(soft) == num_classes,
+                lambda: tf.reshape(soft, [num_classes]),
+                lambda: label,
+            )
+        return {
+            "image": example[keys["image"]],
+            "label": label,
+            "weight": example[keys["weight"]] if keys["weight"] else tf.constant(1.0),
+            "id": example[keys["id"]] if keys["id"] else tf.constant(""),
+            "fold": example[keys["fold"]] if keys["fold"] else tf.constant(-1, tf.int64),
+        }
+
+    return parse
+
+
+def encode_label(values: tf.Tensor, task: str, num_classes: int, path: str) -> tf.Tensor:
+    """Label values of one record -> float32 `[num_classes]` (one-hot, multi-hot or targets)."""
+    if task == "regression":
+        values = tf.cast(values, tf.float32)
+        padded = tf.pad(values, [[0, tf.maximum(num_classes - tf.size(values), 0)]])
+        return tf.reshape(padded[:num_classes], [num_classes])
+    indices = tf.cast(values, tf.int32)
+    # A label index past num_classes would one-hot to zeros and train silently on nothing.
+    check = tf.debugging.assert_less(
+        indices,
+        num_classes,
+        message=f"label index >= num_classes={num_classes} in records {path}",
+    )
+    with tf.control_dependencies([check]):
+        hot = tf.one_hot(indices, num_classes, dtype=tf.float32)
+    if task == "single_label":
+        return tf.reduce_sum(hot[:1], axis=0)
+    return tf.minimum(tf.reduce_sum(hot, axis=0), 1.0)

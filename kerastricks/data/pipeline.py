@@ -1,0 +1,301 @@
+"""`build_dataset`: TFRecords -> parse -> decode -> resize/crop -> augment -> batch -> prefetch.
+
+Training: shuffled files, parallel interleave, element shuffle, repeat, decode with the resize
+policy (random-resized-crop by default), batch with `drop_remainder`, then the augmentations
+on whole batches, so every shape is static (TPU). Evaluation: file order then record order,
+no augmentation. Only graph ops (no `tf.py_function`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import tensorflow as tf
+
+from kerastricks.data import decode
+from kerastricks.data.augment import AugmentPipeline, resolve_augmentations
+from kerastricks.data.parse import record_parser
+from kerastricks.data.reader import RecordSource, fold_predicate, resolve_records
+
+AUTOTUNE = tf.data.AUTOTUNE
+# Shuffle buffer of serialized records (a few hundred KB each at most) ...
+_RECORD_SHUFFLE = 2048
+# ... and of cached decoded uint8 images, capped by memory.
+_CACHED_SHUFFLE_BYTES = 512 * 2**20
+# With a cache and random-resized-crop, images are cached squashed to this multiple of the
+# target side, so the crops keep some resolution to spare without caching full images.
+CACHE_SCALE_FOR_CROP = 1.25
+_INTERLEAVE_CYCLE = 16
+
+
+def _check_args(
+    batch_size: int,
+    resize: str,
+    cache: bool | str | None,
+    with_ids: bool,
+    with_weights: bool,
+    training: bool,
+    extra_records: Any,
+) -> None:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive int. Received: {batch_size!r}")
+    decode.check_resize_policy(resize)
+    if cache not in (None, False, True) and not isinstance(cache, str):
+        raise ValueError(
+            f"cache must be None, True, 'memory' or a file prefix. Received: {cache!r}"
+        )
+    if with_ids and with_weights:
+        raise ValueError("with_ids and with_weights cannot both be set: pick one third element.")
+    if with_ids and training:
+        raise ValueError("with_ids=True is for evaluation (training=False): ids and MixUp clash.")
+    if extra_records is not None and not training:
+        raise ValueError("extra_records (pseudo-labels) join training only, never evaluation.")
+
+
+def _record_stream(
+    source: RecordSource,
+    files: list[str],
+    training: bool,
+    seed: int | None,
+    fold_filter: tuple[list[int] | None, list[int] | None] | None,
+) -> tf.data.Dataset:
+    """Parsed records: shuffled files read in parallel for training, in order otherwise."""
+    if training:
+        dataset = tf.data.Dataset.from_tensor_slices(files)
+        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.interleave(
+            tf.data.TFRecordDataset,
+            cycle_length=min(len(files), _INTERLEAVE_CYCLE),
+            num_parallel_calls=AUTOTUNE,
+        )
+    else:
+        # Sequential read keeps file order then record order: predictions line up with ids.
+        dataset = tf.data.TFRecordDataset(files, buffer_size=8 * 2**20)
+    dataset = dataset.map(record_parser(source), num_parallel_calls=AUTOTUNE)
+    if fold_filter is not None:
+        folds, exclude = fold_filter
+        dataset = dataset.filter(lambda r: fold_predicate(r["fold"], folds, exclude))
+    return dataset
+
+
+def _merge_extra(
+    main: tf.data.Dataset,
+    source: RecordSource,
+    extra_records: Any,
+    keys: Mapping[str, Any] | None,
+    seed: int | None,
+    main_count: int,
+) -> tf.data.Dataset:
+    """Mixes pseudo-labelled records into the training stream, in proportion to the counts.
+
+    Both streams are parsed to the same structure first, so the extra records may use other
+    keys; `sample_from_datasets` then draws from each in proportion to its size, and an
+    epoch still holds every record of both.
+    """
+    extra = resolve_records(extra_records, keys, num_classes=source.num_classes)
+    if extra.num_classes != source.num_classes:
+        raise ValueError(
+            f"extra_records {extra.path} have num_classes={extra.num_classes}, the training "
+            f"records {source.path} have {source.num_classes}."
+        )
+    extra_stream = _record_stream(extra, extra.files, True, seed, None)
+    total = float(main_count + extra.num_records)
+    return tf.data.Dataset.sample_from_datasets(
+        [main, extra_stream],
+        weights=[main_count / total, extra.num_records / total],
+        seed=seed,
+        stop_on_empty_dataset=False,
+    )
+
+
+def _with_seeds(dataset: tf.data.Dataset, seed: int | None, salt: int) -> tf.data.Dataset:
+    """Pairs each element with a stateless seed [2]: reproducible even under parallel maps."""
+    seeds = tf.data.Dataset.random(seed=None if seed is None else seed + salt)
+    seeds = seeds.map(lambda s: tf.stack([s, tf.constant(salt, tf.int64)]))
+    return tf.data.Dataset.zip((dataset, seeds))
+
+
+def _cache(dataset: tf.data.Dataset, cache: bool | str | None) -> tf.data.Dataset:
+    if cache in (None, False):
+        return dataset
+    if cache is True or cache == "memory":
+        return dataset.cache()
+    return dataset.cache(cache)
+
+
+def _element(record: dict[str, tf.Tensor], image: tf.Tensor) -> dict[str, tf.Tensor]:
+    return {
+        "image": image,
+        "label": record["label"],
+        "weight": record["weight"],
+        "id": record["id"],
+    }
+
+
+def _outputs(with_ids: bool, with_weights: bool):
+    def select(batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, ...]:
+        out = (batch["image"], batch["label"])
+        if with_weights:
+            return out + (batch["weight"],)
+        if with_ids:
+            return out + (batch["id"],)
+        return out
+
+    return select
+
+
+def build_dataset(
+    records: str | Sequence[str] | RecordSource,
+    image_size: int | tuple[int, int],
+    batch_size: int,
+    training: bool,
+    augment: Sequence[Mapping[str, Any] | str] | AugmentPipeline | None = None,
+    seed: int | None = None,
+    *,
+    folds: Sequence[int] | None = None,
+    exclude_folds: Sequence[int] | None = None,
+    resize: str | None = None,
+    cache: bool | str | None = None,
+    repeat: bool | None = None,
+    deterministic: bool | None = None,
+    keys: Mapping[str, Any] | None = None,
+    num_classes: int | None = None,
+    drop_remainder: bool | None = None,
+    with_ids: bool = False,
+    with_weights: bool = False,
+    extra_records: str | Sequence[str] | RecordSource | None = None,
+) -> tf.data.Dataset:
+    """Builds the input pipeline over TFRecords for training or evaluation.
+
+    Yields `(images, labels)`: float32 `[B, H, W, 3]` in [0, 255] (tfimm models normalise
+    their own inputs) and float32 `[B, C]` one-hot / multi-hot / soft / regression labels;
+    plus float32 weights `[B]` with `with_weights=True`, or string ids `[B]` with
+    `with_ids=True` (evaluation only).
+
+    Training (`training=True`): seeded shuffle of files and records, repeat (unless
+    `repeat=False`), resize "random_resized_crop" by default, batch with `drop_remainder=True`
+    (fully static shapes), then the augmentations on the batch (per-sample ones draw per
+    sample; MixUp/CutMix per batch). Evaluation: file order then record order, no
+    augmentation, resize "squash" by default, `drop_remainder=False`.
+
+    `deterministic=None` means deterministic when a `seed` is given (training) and always
+    for evaluation, where predictions must line up with ids. `cache` (True/"memory", or a
+    file prefix on fast disk) stores decoded, resized uint8 images before any random step;
+    with random-resized-crop, images are cached squashed to `CACHE_SCALE_FOR_CROP` times the
+    target size and the crop is taken from that. `extra_records` (pseudo-labelled records)
+    join the training stream in proportion to their count (see `_merge_extra`).
+
+    Args:
+        records: folder with `manifest.json`, list of files, glob, or a RecordSource.
+        image_size: int or (height, width).
+        batch_size: batch size (global batch under a distribution strategy).
+        training: training or evaluation pipeline.
+        augment: YAML-style list `[{name, p, **kwargs}]` or an AugmentPipeline.
+        seed: seed of shuffles, crops and augmentations.
+        folds, exclude_folds: fold selection.
+        resize: "squash", "center_crop" or "random_resized_crop".
+        cache: None/False, True/"memory", or a file path prefix.
+        repeat: repeat forever (default: True for training).
+        deterministic: element order reproducible (see above).
+        keys, num_classes: schema of foreign records (see `resolve_records`).
+        drop_remainder: default True for training, False for evaluation.
+        with_ids, with_weights: add ids or sample weights as a third element.
+        extra_records: records mixed into training (pseudo-labels).
+    """
+    size = decode.to_size(image_size)
+    resize = resize or ("random_resized_crop" if training else "squash")
+    _check_args(batch_size, resize, cache, with_ids, with_weights, training, extra_records)
+    pipeline = resolve_augmentations(augment if training else None, seed)
+    source = resolve_records(records, keys, num_classes=num_classes)
+    files = source.files_for(folds, exclude_folds)
+    if not files:
+        raise ValueError(
+            f"No record files in {source.path} for folds={folds}, exclude={exclude_folds}."
+        )
+    needs_filter = source.needs_record_filter(folds, exclude_folds)
+    fold_filter = source.check_folds(folds, exclude_folds) if needs_filter else None
+    if deterministic is None:
+        deterministic = seed is not None or not training
+
+    dataset = _record_stream(source, files, training, seed, fold_filter)
+    if extra_records is not None:
+        count = source.count(folds, exclude_folds)
+        dataset = _merge_extra(dataset, source, extra_records, keys, seed, count)
+    repeat = training if repeat is None else repeat
+    dataset = _decode_stage(dataset, size, resize, cache, training, repeat, seed)
+    dataset = dataset.batch(
+        batch_size,
+        drop_remainder=training if drop_remainder is None else drop_remainder,
+        num_parallel_calls=AUTOTUNE,
+    )
+    if pipeline:
+        dataset = _with_seeds(dataset, seed, salt=2)
+        dataset = dataset.map(
+            lambda batch, s: _augment_batch(batch, s, pipeline),
+            num_parallel_calls=None if deterministic else AUTOTUNE,
+        )
+    dataset = dataset.map(_outputs(with_ids, with_weights)).prefetch(AUTOTUNE)
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    return dataset.with_options(options)
+
+
+def _augment_batch(
+    batch: dict[str, tf.Tensor], seed: tf.Tensor, pipeline: AugmentPipeline
+) -> dict[str, tf.Tensor]:
+    images, labels = pipeline(batch["image"], batch["label"], seed)
+    return {**batch, "image": images, "label": labels}
+
+
+def _decode_stage(
+    dataset: tf.data.Dataset,
+    size: tuple[int, int],
+    resize: str,
+    cache: bool | str | None,
+    training: bool,
+    repeat: bool,
+    seed: int | None,
+) -> tf.data.Dataset:
+    """Decode + resize, with the cache before anything random, then shuffle and repeat."""
+    random_crop = resize == "random_resized_crop"
+    cached = cache not in (None, False)
+    buffer = _RECORD_SHUFFLE
+    if cached:
+        cache_size = size
+        if random_crop:
+            cache_size = tuple(int(round(CACHE_SCALE_FOR_CROP * s)) for s in size)
+        fixed = "squash" if random_crop else resize
+        # Cached as uint8: a quarter of float32's memory, exact for the decoded pixels.
+        dataset = dataset.map(
+            lambda r: _element(
+                r, _to_uint8(decode.decode_and_resize(r["image"], cache_size, fixed))
+            ),
+            num_parallel_calls=AUTOTUNE,
+        )
+        dataset = _cache(dataset, cache)
+        buffer = max(64, min(buffer, _CACHED_SHUFFLE_BYTES // (cache_size[0] * cache_size[1] * 3)))
+    if training:
+        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    if cached and not random_crop:
+        return dataset.map(lambda r: {**r, "image": tf.cast(r["image"], tf.float32)})
+    if not random_crop:
+        return dataset.map(
+            lambda r: _element(r, decode.decode_and_resize(r["image"], size, resize)),
+            num_parallel_calls=AUTOTUNE,
+        )
+
+    def crop(record: dict[str, tf.Tensor], element_seed: tf.Tensor) -> dict[str, tf.Tensor]:
+        if cached:
+            image = decode.crop_and_resize(record["image"], size, resize, element_seed)
+        else:
+            image = decode.decode_and_resize(record["image"], size, resize, element_seed)
+        return _element(record, image)
+
+    return _with_seeds(dataset, seed, salt=1).map(crop, num_parallel_calls=AUTOTUNE)
+
+
+def _to_uint8(image: tf.Tensor) -> tf.Tensor:
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)

@@ -1,0 +1,361 @@
+"""Finds TFRecord files and their schema: our folders with `manifest.json`, or foreign records.
+
+Every file access goes through `tf.io.gfile`, so `gs://` buckets (TPU) work like local disk.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import tensorflow as tf
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+TASKS = ("single_label", "multi_label", "regression")
+DEFAULT_KEYS = {
+    "image": "image",
+    "label": "label",
+    "id": "id",
+    "fold": "fold",
+    "soft_label": "soft_label",
+    "weight": "weight",
+}
+# Entries of `keys` that describe the label rather than name a feature.
+_KEY_OPTIONS = ("task", "label_dtype")
+_LABEL_DTYPES = {"int64": tf.int64, "int": tf.int64, "float32": tf.float32, "float": tf.float32}
+_RECORD_PATTERNS = ("*.tfrec", "*.tfrecord", "*.tfrecords")
+
+
+@dataclass
+class RecordSource:
+    """A resolved set of TFRecord files with the schema needed to parse them.
+
+    Example:
+    ```python
+    source = resolve_records("data/digits/tfrecords")
+    train_files = source.files_for(exclude_folds=[0])
+    ```
+
+    Args:
+        path: what the user gave (for messages).
+        files: the record files, sorted.
+        task: "single_label", "multi_label" or "regression".
+        num_classes: classes, or regression targets.
+        class_names: class names ([] for regression or when unknown).
+        keys: feature name per role (image, label, id, fold, soft_label, weight); a role
+            whose feature is absent from the records maps to None.
+        label_dtype: tf.int64 (class indices) or tf.float32 (regression targets).
+        shard_folds: fold of each file when the manifest says so, else None.
+        manifest: the parsed manifest, or None for foreign records.
+    """
+
+    path: str
+    files: list[str]
+    task: str
+    num_classes: int
+    class_names: list[str]
+    keys: dict[str, str | None]
+    label_dtype: tf.DType
+    shard_folds: dict[str, int] | None = None
+    manifest: dict[str, Any] | None = None
+    _counts: dict[str, int] = field(default_factory=dict, repr=False)
+
+    @property
+    def num_records(self) -> int:
+        """Number of records: from the manifest, else counted by reading (once)."""
+        return self.count()
+
+    @property
+    def folds(self) -> list[int] | None:
+        """The folds present (from the manifest), or None when unknown without reading."""
+        if self.shard_folds is None:
+            return None
+        return sorted({f for f in self.shard_folds.values() if f >= 0})
+
+    def files_for(
+        self, folds: Sequence[int] | None = None, exclude_folds: Sequence[int] | None = None
+    ) -> list[str]:
+        """The files holding the requested folds (all files when folds live in the records)."""
+        folds, exclude_folds = self.check_folds(folds, exclude_folds)
+        if self.shard_folds is None:
+            return list(self.files)
+        return [f for f in self.files if _keep(self.shard_folds[f], folds, exclude_folds)]
+
+    def needs_record_filter(
+        self, folds: Sequence[int] | None, exclude_folds: Sequence[int] | None
+    ) -> bool:
+        """True when folds must be selected record by record (no per-shard fold known)."""
+        return self.shard_folds is None and (folds is not None or exclude_folds is not None)
+
+    def count(
+        self, folds: Sequence[int] | None = None, exclude_folds: Sequence[int] | None = None
+    ) -> int:
+        """Records in the selected folds: from the manifest's shard counts, else by reading."""
+        folds, exclude_folds = self.check_folds(folds, exclude_folds)
+        if self.manifest is not None:
+            shards = self.manifest["shards"]
+            if all("count" in s for s in shards):
+                return sum(
+                    int(s["count"]) for s in shards if _keep(s["fold"], folds, exclude_folds)
+                )
+        cache_key = f"{folds}|{exclude_folds}"
+        if cache_key not in self._counts:
+            dataset = tf.data.TFRecordDataset(self.files_for(folds, exclude_folds))
+            if self.needs_record_filter(folds, exclude_folds):
+                fold_key = self.keys["fold"]
+                spec = {fold_key: tf.io.FixedLenFeature([], tf.int64)}
+                dataset = dataset.map(lambda r: tf.io.parse_single_example(r, spec)[fold_key])
+                dataset = dataset.filter(lambda f: fold_predicate(f, folds, exclude_folds))
+            self._counts[cache_key] = int(dataset.reduce(0, lambda n, _: n + 1).numpy())
+        return self._counts[cache_key]
+
+    def check_folds(
+        self, folds: Sequence[int] | None, exclude_folds: Sequence[int] | None
+    ) -> tuple[list[int] | None, list[int] | None]:
+        """Normalises a fold selection; raises naming the path when a fold does not exist."""
+        folds = _int_list(folds, "folds")
+        exclude_folds = _int_list(exclude_folds, "exclude_folds")
+        if folds is None and exclude_folds is None:
+            return folds, exclude_folds
+        if self.shard_folds is None and self.keys["fold"] is None:
+            raise ValueError(
+                f"Records {self.path} have no fold feature, so folds cannot be selected. "
+                "Name it with keys={'fold': ...}, or write the records with folds."
+            )
+        known = self.folds
+        if known is not None:
+            missing = sorted((set(folds or []) | set(exclude_folds or [])) - set(known))
+            if missing:
+                raise ValueError(
+                    f"Fold(s) {missing} do not exist in records {self.path}; "
+                    f"available folds: {known}."
+                )
+        return folds, exclude_folds
+
+
+def fold_predicate(
+    fold: tf.Tensor, folds: list[int] | None, exclude_folds: list[int] | None
+) -> tf.Tensor:
+    """Graph predicate: `fold` is in `folds` (when given) and not in `exclude_folds`."""
+    keep = tf.constant(True)
+    if folds is not None:
+        keep = tf.reduce_any(tf.equal(fold, tf.constant(folds, tf.int64)))
+    if exclude_folds:
+        keep = keep & ~tf.reduce_any(tf.equal(fold, tf.constant(exclude_folds, tf.int64)))
+    return keep
+
+
+def _keep(fold: int, folds: list[int] | None, exclude_folds: list[int] | None) -> bool:
+    return (folds is None or fold in folds) and (exclude_folds is None or fold not in exclude_folds)
+
+
+def _int_list(values: Sequence[int] | int | None, name: str) -> list[int] | None:
+    if values is None:
+        return None
+    if isinstance(values, int):
+        return [values]
+    try:
+        return [int(v) for v in values]
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name} must be a list of fold indices. Received: {values!r}") from error
+
+
+def resolve_records(
+    records: str | Sequence[str] | RecordSource,
+    keys: dict[str, Any] | None = None,
+    *,
+    num_classes: int | None = None,
+    task: str | None = None,
+    label_dtype: str | None = None,
+) -> RecordSource:
+    """Resolves a folder with `manifest.json`, a list of files, or a glob into a RecordSource.
+
+    Our folders (written by `tfrecords_tools`) carry their schema in `manifest.json`. Foreign
+    records (Kaggle layouts) are described by `keys`, e.g.
+    `{"image": "image_raw", "label": "target", "id": "image_name"}` (`"label": None` for
+    unlabelled records); `keys` may also hold `task` and `label_dtype`. The first record is
+    read to check the keys and to infer the label type; `num_classes` is needed for integer
+    labels of foreign records.
+
+    Args:
+        records: folder, `manifest.json` path, file path, glob, or a list of those.
+        keys: feature names per role, for foreign records.
+        num_classes: number of classes (foreign records).
+        task: "single_label", "multi_label" or "regression" (foreign records).
+        label_dtype: "int64" or "float32" (foreign records; inferred when None).
+    """
+    if isinstance(records, RecordSource):
+        return records
+    keys = dict(keys or {})
+    task = task or keys.pop("task", None)
+    label_dtype = label_dtype or keys.pop("label_dtype", None)
+    unknown = sorted(set(keys) - set(DEFAULT_KEYS) - set(_KEY_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"Unknown entries {unknown} in keys; accepted: "
+            f"{list(DEFAULT_KEYS) + list(_KEY_OPTIONS)}."
+        )
+    manifest_path = _manifest_path(records)
+    if manifest_path is not None:
+        return _from_manifest(manifest_path, records, keys)
+    files = _glob_files(records)
+    return _from_foreign(str(records), files, keys, num_classes, task, label_dtype)
+
+
+def _manifest_path(records: str | Sequence[str]) -> str | None:
+    if not isinstance(records, str):
+        return None
+    if records.endswith(MANIFEST):
+        return records
+    candidate = _join(records, MANIFEST)
+    if tf.io.gfile.isdir(records) and tf.io.gfile.exists(candidate):
+        return candidate
+    return None
+
+
+def _join(folder: str, name: str) -> str:
+    return folder.rstrip("/") + "/" + name
+
+
+def _glob_files(records: str | Sequence[str]) -> list[str]:
+    patterns = [records] if isinstance(records, str) else list(records)
+    if not patterns:
+        raise ValueError("records is an empty list; give a folder, a glob or record files.")
+    files: list[str] = []
+    for pattern in patterns:
+        if tf.io.gfile.isdir(pattern):
+            matched = [f for p in _RECORD_PATTERNS for f in tf.io.gfile.glob(_join(pattern, p))]
+        else:
+            matched = tf.io.gfile.glob(pattern)
+        if not matched:
+            raise FileNotFoundError(
+                f"No record files match {pattern!r} (a folder needs {MANIFEST} or "
+                f"files named {', '.join(_RECORD_PATTERNS)})."
+            )
+        files.extend(matched)
+    return sorted(set(files))
+
+
+def _from_manifest(manifest_path: str, records: str, keys: dict[str, Any]) -> RecordSource:
+    manifest = _read_manifest(manifest_path)
+    folder = manifest_path[: -len(MANIFEST)].rstrip("/")
+    present = set(tf.io.gfile.listdir(folder))
+    files, shard_folds = [], {}
+    for shard in manifest["shards"]:
+        if shard["file"] not in present:
+            raise FileNotFoundError(
+                f"Shard {shard['file']} listed in {manifest_path} is missing from {folder}; "
+                "re-run `tfrecords-tools write` or copy the whole folder."
+            )
+        path = _join(folder, shard["file"])
+        files.append(path)
+        shard_folds[path] = int(shard["fold"])
+    task = manifest["task"]
+    resolved = {**DEFAULT_KEYS, **keys}
+    if "features" in manifest:
+        for role in ("id", "fold"):
+            if DEFAULT_KEYS[role] not in manifest["features"]:
+                resolved[role] = None
+    return RecordSource(
+        path=str(records),
+        files=files,
+        task=task,
+        num_classes=int(manifest["num_classes"]),
+        class_names=[str(c) for c in manifest["class_names"]],
+        keys=resolved,
+        label_dtype=tf.float32 if task == "regression" else tf.int64,
+        shard_folds=shard_folds,
+        manifest=manifest,
+    )
+
+
+def _read_manifest(path: str) -> dict[str, Any]:
+    try:
+        with tf.io.gfile.GFile(path, "r") as handle:
+            manifest = json.loads(handle.read())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"Manifest {path} is not valid JSON: {error}") from error
+    required = ("format_version", "task", "num_classes", "class_names", "shards")
+    missing = [k for k in required if k not in manifest] if isinstance(manifest, dict) else required
+    if missing:
+        raise ValueError(f"Manifest {path} is invalid: missing {list(missing)}.")
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise ValueError(
+            f"Manifest {path} has format_version={manifest['format_version']!r}; this version "
+            f"of kerastricks reads format_version={FORMAT_VERSION}. Rewrite the records."
+        )
+    if manifest["task"] not in TASKS:
+        raise ValueError(f"Manifest {path}: task must be one of {TASKS}, got {manifest['task']!r}.")
+    for shard in manifest["shards"]:
+        if not isinstance(shard, dict) or "file" not in shard or "fold" not in shard:
+            raise ValueError(f"Manifest {path}: each shard needs 'file' and 'fold', got {shard!r}.")
+    return manifest
+
+
+def _first_example(files: list[str]) -> tf.train.Example:
+    try:
+        for serialized in tf.data.TFRecordDataset(files[:1]).take(1):
+            return tf.train.Example.FromString(serialized.numpy())
+    except (tf.errors.DataLossError, tf.errors.OpError) as error:
+        raise ValueError(f"Cannot read a record from {files[0]}: {error.message}") from error
+    raise ValueError(f"Record file {files[0]} is empty.")
+
+
+def _from_foreign(
+    path: str,
+    files: list[str],
+    keys: dict[str, Any],
+    num_classes: int | None,
+    task: str | None,
+    label_dtype: str | None,
+) -> RecordSource:
+    features = _first_example(files).features.feature
+    resolved: dict[str, str | None] = {}
+    for role, default in DEFAULT_KEYS.items():
+        name = keys.get(role, default)
+        if name is not None and name not in features:
+            if role in keys or role in ("image", "label"):
+                close = difflib.get_close_matches(name, list(features), n=3, cutoff=0.3)
+                raise KeyError(
+                    f"Feature {name!r} ({role}) is not in the records {files[0]}; the records "
+                    f"have {sorted(features)}. Closest: {close}. Set keys={{'{role}': ...}}"
+                    + (" (None for unlabelled records)." if role == "label" else ".")
+                )
+            name = None
+        resolved[role] = name
+    dtype = _label_dtype(label_dtype, features, resolved["label"], path)
+    task = task or ("regression" if dtype == tf.float32 else "single_label")
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}. Received: {task!r}")
+    if num_classes is None:
+        if task != "regression" or resolved["label"] is None:
+            raise ValueError(
+                f"Records {path} have no manifest: pass num_classes (classes, or regression "
+                "targets) for their labels."
+            )
+        num_classes = len(features[resolved["label"]].float_list.value)
+    return RecordSource(path, files, task, int(num_classes), [], resolved, dtype)
+
+
+def _label_dtype(
+    label_dtype: str | None, features: Any, label_key: str | None, path: str
+) -> tf.DType:
+    if label_dtype is not None:
+        if label_dtype not in _LABEL_DTYPES:
+            raise ValueError(
+                f"label_dtype must be one of {sorted(_LABEL_DTYPES)}. Received: {label_dtype!r}"
+            )
+        return _LABEL_DTYPES[label_dtype]
+    if label_key is None:
+        return tf.int64
+    kind = features[label_key].WhichOneof("kind")
+    if kind == "bytes_list":
+        raise ValueError(
+            f"Label feature {label_key!r} in {path} holds bytes; kerastricks reads integer "
+            "class indices or float targets. Re-write the records with tfrecords-tools."
+        )
+    return tf.float32 if kind == "float_list" else tf.int64

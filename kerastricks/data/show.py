@@ -1,0 +1,105 @@
+"""A PNG grid of one augmented training batch, to see what the model will see."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from kerastricks.data.augment import AugmentPipeline
+from kerastricks.data.reader import resolve_records
+
+
+def _title(label: np.ndarray, class_names: Sequence[str]) -> str:
+    top = int(np.argmax(label))
+    name = class_names[top] if top < len(class_names) else str(top)
+    weight = float(label[top])
+    # One-hot labels show the class; soft labels (MixUp, pseudo) the top class and its weight.
+    return name if math.isclose(weight, 1.0, abs_tol=1e-6) else f"{name} {weight:.2f}"
+
+
+def save_batch_grid(
+    images: Any,
+    labels: Any,
+    class_names: Sequence[str],
+    path: str,
+    max_images: int = 32,
+) -> str:
+    """Writes a PNG grid of images in [0, 255] titled by their labels; returns `path`.
+
+    Written through `tf.io.gfile` to a temporary name, then renamed, so a reader never sees
+    half a file (and `gs://` paths work).
+
+    Args:
+        images: `[B, H, W, 3]` array or tensor in [0, 255].
+        labels: `[B, C]` one-hot, multi-hot or soft labels.
+        class_names: names of the C classes ([] shows indices).
+        path: PNG file to write.
+        max_images: at most this many images are drawn.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images = np.asarray(images)[:max_images]
+    labels = np.asarray(labels)[:max_images]
+    if images.ndim != 4 or len(images) == 0:
+        raise ValueError(f"images must be a non-empty [B, H, W, 3] batch. Got shape {images.shape}")
+    columns = min(8, len(images))
+    rows = math.ceil(len(images) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(2 * columns, 2.2 * rows), squeeze=False)
+    for index, axis in enumerate(axes.flat):
+        axis.axis("off")
+        if index < len(images):
+            axis.imshow(np.clip(images[index], 0, 255).astype(np.uint8))
+            axis.set_title(_title(labels[index], class_names), fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    temporary = path + ".tmp"
+    with tf.io.gfile.GFile(temporary, "wb") as handle:
+        handle.write(buffer.getvalue())
+    tf.io.gfile.rename(temporary, path, overwrite=True)
+    return path
+
+
+def show_batch(
+    records: str | Sequence[str],
+    image_size: int | tuple[int, int],
+    augment: Sequence[Mapping[str, Any] | str] | AugmentPipeline | None,
+    path: str,
+    *,
+    batch_size: int = 32,
+    seed: int | None = 0,
+    resize: str | None = None,
+    folds: Sequence[int] | None = None,
+    keys: Mapping[str, Any] | None = None,
+    num_classes: int | None = None,
+    max_images: int = 32,
+) -> str:
+    """Builds the training pipeline and writes its first augmented batch as a PNG grid.
+
+    What `kerastricks show-batch CONFIG --out grid.png` calls. Returns `path`.
+    """
+    from kerastricks.data.pipeline import build_dataset
+
+    source = resolve_records(records, keys, num_classes=num_classes)
+    batch_size = min(batch_size, source.count(folds))
+    dataset = build_dataset(
+        source,
+        image_size,
+        batch_size,
+        training=True,
+        augment=augment,
+        seed=seed,
+        folds=folds,
+        resize=resize,
+    )
+    images, labels = next(iter(dataset))
+    return save_batch_grid(images, labels, source.class_names, path, max_images)
