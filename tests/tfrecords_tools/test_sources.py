@@ -1,0 +1,107 @@
+"""CSV problems are reported, with the column and line numbers, before any image is read."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+import tfrecords_tools.images as images_module
+from tfrecords_tools import TFRecordsError, write_records
+from tfrecords_tools.sources import read_csv_source
+
+
+@pytest.fixture(autouse=True)
+def no_image_reads(monkeypatch):
+    def fail(path):
+        raise AssertionError(f"an image was read before the CSV was validated: {path}")
+
+    monkeypatch.setattr(images_module, "read_bytes", fail)
+
+
+def _write(tmp_path, text: str) -> str:
+    (tmp_path / "t.csv").write_text(text)
+    return str(tmp_path / "t.csv")
+
+
+def _fails(csv: str, match: str, **kwargs) -> None:
+    out = csv + ".out"
+    with pytest.raises(TFRecordsError, match=match):
+        write_records(out, csv=csv, progress=False, **kwargs)
+
+
+def test_missing_csv(tmp_path):
+    _fails(str(tmp_path / "nope.csv"), r"CSV file not found: .*nope\.csv")
+
+
+def test_empty_csv_and_header_only(tmp_path):
+    _fails(_write(tmp_path, ""), "CSV file is empty")
+    _fails(_write(tmp_path, "path,label\n"), "header but no rows")
+
+
+def test_missing_column_is_named_with_the_columns_found(tmp_path):
+    csv = _write(tmp_path, "file,label\na.png,1\n")
+    _fails(csv, r"column 'path' \(--image-col\) not found .* columns found: 'file', 'label'")
+    _fails(csv, r"column 'kind' \(--label-col\)", image_col="file", label_cols=["kind"])
+
+
+def test_empty_labels_give_line_numbers(tmp_path):
+    csv = _write(tmp_path, "path,label\na.png,1\nb.png,\nc.png,2\nd.png,\n")
+    _fails(csv, r"empty label in column 'label' .* CSV lines 3, 5;")
+
+
+def test_duplicate_ids_give_examples(tmp_path):
+    csv = _write(tmp_path, "path,label,id\na.png,1,x\nb.png,1,y\nc.png,2,x\n")
+    _fails(csv, r"duplicate ids in column 'id': 'x' at CSV lines 2, 4", id_col="id")
+
+
+def test_bad_multi_label_and_regression_values(tmp_path):
+    csv = _write(tmp_path, "path,a,b\np.png,1,0\nq.png,2,1\n")
+    _fails(
+        csv,
+        r"column 'a' .* must hold 0 or 1; found '2' at CSV line 3",
+        label_cols=["a", "b"],
+        task="multi_label",
+    )
+    csv = _write(tmp_path, "path,y\np.png,1.5\nq.png,high\n")
+    _fails(
+        csv,
+        r"column 'y' .* not a number: 'high' at CSV line 3",
+        label_cols=["y"],
+        task="regression",
+    )
+
+
+def test_task_is_inferred(tmp_path):
+    cases = {
+        "path,label\na.png,cat\nb.png,dog\n": ("single_label", ["label"]),
+        "path,label\na.png,2\nb.png,10\n": ("single_label", ["label"]),
+        "path,label\na.png,0.5\nb.png,1\n": ("regression", ["label"]),
+        "path,a,b\na.png,0,1\nb.png,1,1\n": ("multi_label", ["a", "b"]),
+    }
+    for text, (task, columns) in cases.items():
+        table = read_csv_source(_write(tmp_path, text), label_cols=columns)
+        assert table.task == task, text
+    numeric = read_csv_source(_write(tmp_path, "path,label\na.png,2\nb.png,10\nc.png,1\n"))
+    assert numeric.class_names == ["1", "2", "10"]
+    assert [label[0] for label in numeric.labels] == [1, 2, 0]
+
+
+def test_paths_are_relative_to_the_csv_folder(tmp_path):
+    (tmp_path / "sub").mkdir()
+    text = "path,label\nimg/a.png,1\n/abs/b.png,1\n"
+    (tmp_path / "sub" / "t.csv").write_text(text)
+    table = read_csv_source(str(tmp_path / "sub" / "t.csv"))
+    assert table.paths == [f"{tmp_path}/sub/img/a.png", "/abs/b.png"]
+    assert table.ids == ["a", "b"]
+
+
+def test_colliding_file_stems_become_relative_path_ids(tmp_path):
+    table = read_csv_source(_write(tmp_path, "path,label\ncat/1.png,c\ndog/1.png,d\n"))
+    assert table.ids == ["cat/1", "dog/1"]
+
+
+def test_csv_sha256_is_recorded(tmp_path):
+    text = "path,label\na.png,1\n"
+    table = read_csv_source(_write(tmp_path, text))
+    assert table.source["sha256"] == hashlib.sha256(text.encode()).hexdigest()

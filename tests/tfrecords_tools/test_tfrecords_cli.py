@@ -1,0 +1,53 @@
+"""`tfrecords-tools` exit codes and output: 0 done, 1 corrupt records found, 2 user error."""
+
+from __future__ import annotations
+
+import json
+
+from tfrecords_tools.cli import main
+
+
+def test_write_inspect_verify(make_digits, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    csv = make_digits(20)
+    argv = ["write", "--csv", csv, "--out", out, "--folds", "2", "--id-col", "id", "--quiet"]
+    assert main(argv) == 0
+    with open(f"{out}/manifest.json") as f:
+        manifest = json.load(f)
+    assert manifest["num_records"] == 20 and manifest["options"]["id_col"] == "id"
+    assert main(["inspect", out]) == 0
+    assert "20 records in 2 files" in capsys.readouterr().out
+    assert main(["verify", out, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_records"] == 20
+
+
+def test_user_errors_exit_2_with_the_message(make_digits, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    assert main(["write", "--csv", str(tmp_path / "none.csv"), "--out", out]) == 2
+    assert "error: CSV file not found" in capsys.readouterr().err
+    csv = make_digits(8)
+    assert main(["write", "--csv", csv, "--out", out, "--label-col", "kind"]) == 2
+    assert "column 'kind' (--label-col) not found" in capsys.readouterr().err
+    assert main(["write", "--csv", csv, "--out", out, "--quiet"]) == 0
+    assert main(["write", "--csv", csv, "--out", out, "--quiet"]) == 2
+    assert "already holds a dataset" in capsys.readouterr().err
+    assert main(["write", "--csv", csv, "--out", out, "--quiet", "--overwrite"]) == 0
+
+
+def test_multi_label_columns_from_the_cli(make_digits, tmp_path):
+    csv = make_digits(8, a=[0, 1] * 4, b=[1, 1, 0, 0] * 2)
+    out = str(tmp_path / "out")
+    assert main(["write", "--csv", csv, "--out", out, "--label-col", "a", "b", "--quiet"]) == 0
+    with open(f"{out}/manifest.json") as f:
+        assert json.load(f)["counts"]["per_class"] == {"a": 4, "b": 4}
+
+
+def test_verify_exits_1_on_a_corrupt_shard(make_digits, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["write", "--csv", make_digits(8), "--out", str(out), "--quiet"]) == 0
+    shard = next(out.glob("*.tfrec"))
+    data = bytearray(shard.read_bytes())
+    data[-5] ^= 0x01
+    shard.write_bytes(bytes(data))
+    assert main(["verify", str(out)]) == 1
+    assert f"CORRUPT: 1 problems in {out}" in capsys.readouterr().out
