@@ -34,10 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     verbs = parser.add_subparsers(dest="verb")
     _verb(verbs, "train", "train a model through the config's stages", _train)
-    verbs.choices["train"].add_argument("--resume", metavar="RUN_DIR", help="continue a run")
-    verbs.choices["train"].add_argument(
-        "--overwrite", action="store_true", help="replace an existing run folder of this name"
-    )
+    _add_resume(verbs.choices["train"])
     show = _verb(verbs, "show-batch", "write a PNG grid of one augmented batch", _show_batch)
     show.add_argument("--out", default="batch.png", help="PNG path")
     show.add_argument("--stage", type=int, default=-1, help="stage whose image size to use")
@@ -45,6 +42,18 @@ def _parser() -> argparse.ArgumentParser:
     finder.add_argument("--out", default=None, help="PNG path (default: <run>/plots/lr_find.png)")
     finder.add_argument("--steps", type=int, default=100, help="sweep length (fastai num_it)")
     finder.add_argument("--stage", type=int, default=0, help="stage whose size/freezing to use")
+    cv = _verb(verbs, "cv", "k-fold CV: one model per fold, OOF predictions, CV score", _cv)
+    _add_resume(cv)
+    pseudo = _verb(verbs, "pseudo-label", "CV rounds with confident pseudo-labels", _pseudo)
+    _add_resume(pseudo)
+    predict = _verb(verbs, "predict", "fold ensemble + TTA: predictions.csv, submission.csv", _predict)
+    predict.add_argument("--run", required=True, metavar="RUN_DIR", help="a train or cv run")
+    predict.add_argument("--records", default=None, help="records to predict (default data.test)")
+    predict.add_argument("--out", default=None, help="folder for the CSV files (default RUN_DIR)")
+    explain = _verb(verbs, "explain", "Grad-CAM grid of validation images", _explain)
+    explain.add_argument("--run", required=True, metavar="RUN_DIR", help="a train run folder")
+    explain.add_argument("--out", default="gradcam.png", help="PNG path")
+    explain.add_argument("--images", type=int, default=16, help="images in the grid")
     profile = verbs.add_parser("profile", help="images/s of candidate backbones on this machine")
     profile.add_argument("--backbones", required=True, help="comma-separated tfimm names")
     profile.add_argument("--image-size", type=int, default=64)
@@ -71,6 +80,13 @@ def _verb(
     return parser
 
 
+def _add_resume(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a crashed run")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing run folder of this name"
+    )
+
+
 def _load(args: argparse.Namespace):
     from kerastricks.config import load_config
 
@@ -87,6 +103,43 @@ def _train(args: argparse.Namespace) -> int:
     shown = f"{best:.4f}" if best is not None else "n/a"
     print(f"\n{summary['monitor']}: {shown} (best, stage '{summary['best_stage']}')")
     print(f"run folder: {run_dir}")
+    return 0
+
+
+def _cv(args: argparse.Namespace) -> int:
+    from kerastricks.eval import cross_validate
+
+    cross_validate(_load(args), resume=args.resume, overwrite=args.overwrite)
+    return 0
+
+
+def _pseudo(args: argparse.Namespace) -> int:
+    from kerastricks.pseudo import pseudo_label_rounds
+
+    pseudo_label_rounds(_load(args), resume=args.resume, overwrite=args.overwrite)
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from kerastricks.eval import predict
+
+    config = _load(args)
+    records = args.records or config.data.test
+    if records is None:
+        raise ValueError("predict: give --records TEST or set data.test in the config")
+    result = predict(config, args.run, records, out_dir=args.out)
+    print(
+        f"{result['rows']} rows from {result['models']} model(s): "
+        f"{result['predictions']}, {result['submission']}"
+    )
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from kerastricks.eval.explain_run import explain_run
+
+    path = explain_run(_load(args), args.run, args.out, max_images=args.images)
+    print(f"wrote {path}")
     return 0
 
 

@@ -39,6 +39,8 @@ class DataConfig:
         resize: training resize policy: `squash`, `center_crop` or `random_resized_crop`.
         cache: cache decoded, resized images: false, `memory`, or a file path on fast disk.
         deterministic: force a deterministic input order (slower); null: only when seeded.
+        extra_records: records that join every training fold and never validation
+            (pseudo-labels, external data); they may carry `soft_label` and `weight`.
         unlabeled: records to pseudo-label.
         test: records to predict.
     """
@@ -51,6 +53,7 @@ class DataConfig:
     resize: str = "squash"
     cache: bool | str = False
     deterministic: bool | None = None
+    extra_records: str | None = None
     unlabeled: str | None = None
     test: str | None = None
 
@@ -202,6 +205,70 @@ class TrainConfig:
 
 
 @dataclass
+class CVConfig:
+    """K-fold cross-validation (`kerastricks cv`).
+
+    Args:
+        folds: the folds to train, each validated on itself; null trains every fold in the
+            records.
+    """
+
+    folds: list[int] | None = None
+
+
+@dataclass
+class TTAConfig:
+    """Test-time augmentation for validation and prediction.
+
+    Args:
+        transforms: named transforms averaged over (`identity`, `hflip`, `vflip`, `rot90`,
+            `rot180`, `rot270`, `scale<F>` such as `scale1.15`).
+        beta: fastai's blend: final = (1 - beta) * mean(augmented) + beta * plain; null
+            averages every transform equally.
+    """
+
+    transforms: list[str] = field(default_factory=lambda: ["identity"])
+    beta: float | None = None
+
+
+@dataclass
+class PredictConfig:
+    """Prediction files.
+
+    Args:
+        weights: `best` or `last` checkpoint of each fold.
+        id_column: name of the id column in the submission.
+        target_column: name of the prediction column in the submission.
+        target: what the submission holds: `class_name`, `index` or `probabilities`
+            (one column per class).
+    """
+
+    weights: str = "best"
+    id_column: str = "id"
+    target_column: str = "label"
+    target: str = "class_name"
+
+
+@dataclass
+class PseudoConfig:
+    """Pseudo-label rounds: confident predictions on `data.unlabeled` join the training folds.
+
+    Args:
+        rounds: number of rounds after the first (labelled-only) one.
+        threshold: keep samples whose top probability is at least this.
+        top_k: instead of a threshold, keep the k most confident samples per class.
+        soft: keep the predicted distribution (soft labels) instead of the argmax.
+        weight: sample weight of pseudo-labelled samples.
+    """
+
+    rounds: int = 0
+    threshold: float = 0.95
+    top_k: int | None = None
+    soft: bool = False
+    weight: float = 1.0
+
+
+@dataclass
 class Config:
     """A whole run: data, model, augmentation and training.
 
@@ -213,6 +280,10 @@ class Config:
         model: backbone and head.
         augment: augmentations by name, in order: `[{name: RandomFlip, mode: horizontal}, ...]`.
         train: optimizer, loss, stages, strategy, precision.
+        cv: k-fold cross-validation.
+        tta: test-time augmentation.
+        predict: prediction and submission files.
+        pseudo: pseudo-label rounds.
     """
 
     name: str = "run"
@@ -222,6 +293,10 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: list[dict[str, Any]] = field(default_factory=list)
     train: TrainConfig = field(default_factory=TrainConfig)
+    cv: CVConfig = field(default_factory=CVConfig)
+    tta: TTAConfig = field(default_factory=TTAConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
+    pseudo: PseudoConfig = field(default_factory=PseudoConfig)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ def preflight(config: Config, *, holdout: bool = True) -> RunInputs:
     _check_names(config, stages)
     _prepare_records(config)
     source = resolve_records(config.data.records, keys=config.data.keys, num_classes=config.data.num_classes)
-    per_fold = source.fold_counts()
+    per_fold = fold_counts(source)
     if holdout:
         if config.data.val_fold not in per_fold:
             raise ConfigError(
@@ -55,6 +55,27 @@ def preflight(config: Config, *, holdout: bool = True) -> RunInputs:
         num_val = 0
         num_train = sum(per_fold.values())
     return RunInputs(source, stages, num_train, num_val)
+
+
+def fold_counts(source: Any) -> dict[int, int]:
+    """Records per fold (-1: no fold), from the manifest, else by reading the fold feature."""
+    if source.manifest is not None and "counts" in source.manifest:
+        per_fold = source.manifest["counts"].get("per_fold", {})
+        if per_fold:
+            return {int(k): int(v) for k, v in per_fold.items()}
+    if source.keys.get("fold") is None:
+        return {-1: source.num_records}
+    import numpy as np
+    import tensorflow as tf
+
+    key = source.keys["fold"]
+    spec = {key: tf.io.FixedLenFeature([], tf.int64, default_value=-1)}
+    dataset = tf.data.TFRecordDataset(source.files).map(
+        lambda r: tf.io.parse_single_example(r, spec)[key]
+    )
+    values = np.fromiter(dataset.as_numpy_iterator(), dtype=np.int64)
+    folds, counts = np.unique(values, return_counts=True)
+    return {int(f): int(c) for f, c in zip(folds, counts, strict=True)}
 
 
 def _prepare_records(config: Config) -> None:

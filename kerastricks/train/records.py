@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import platform
 from typing import Any
 
@@ -106,6 +105,15 @@ def _mark_stages(ax: Any, frame: pd.DataFrame) -> None:
         ax.axvline(frame["epoch"][index] + 0.5, color="grey", linestyle="--", linewidth=0.8)
 
 
-def run_folder(output: str, name: str) -> str:
-    """The run folder `<output>/<name>`."""
-    return os.path.join(output, name)
+def prepare_run_dir(run_dir: str, overwrite: bool) -> None:
+    """Creates a fresh run folder; an existing one is kept unless `overwrite`."""
+    import tensorflow as tf
+
+    if tf.io.gfile.exists(run_dir):
+        if not overwrite:
+            raise FileExistsError(
+                f"run folder {run_dir} already exists. Continue it with --resume {run_dir}, "
+                "replace it with --overwrite, or pick another name with --set name=..."
+            )
+        tf.io.gfile.rmtree(run_dir)
+    tf.io.gfile.makedirs(run_dir)

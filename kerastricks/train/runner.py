@@ -29,6 +29,7 @@ from kerastricks.train.preflight import RunInputs, preflight
 from kerastricks.train.records import (
     best_epoch,
     library_versions,
+    prepare_run_dir,
     save_curves,
     save_lr_plot,
     write_history,
@@ -40,10 +41,6 @@ from kerastricks.train.strategy import (
     resolve_jit_compile,
     resolve_precision,
 )
-
-
-class RunFolderExistsError(FileExistsError):
-    """The run folder already exists and neither resume nor overwrite was asked for."""
 
 
 def train(
@@ -73,7 +70,7 @@ def train(
     tf.keras.mixed_precision.set_global_policy(precision)
     tf.keras.utils.set_random_seed(config.seed)
     if resume is None:
-        _prepare_run_dir(run_dir, overwrite)
+        prepare_run_dir(run_dir, overwrite)
     write_dir = run_dir if hardware.is_chief else _worker_dir(run_dir)
     save_config(config, os.path.join(write_dir, "config.yaml"))
     print(f"kerastricks: run folder {run_dir} | {hardware.describe()} | precision={precision}")
@@ -198,9 +195,16 @@ def _stage_datasets(
         exclude_folds=[data.val_fold],
         resize=data.resize,
         cache=data.cache or None,
+        extra_records=data.extra_records,
+        with_weights=data.extra_records is not None,
         **common,
     )
-    val_ds = build_dataset(inputs.source, training=False, folds=[data.val_fold], **common)
+    val_ds = build_dataset(
+        inputs.source,
+        training=False,
+        folds=[data.val_fold],
+        **common,
+    )
     if hardware.name == "multi_worker":
         # Our folds are few shards; sharding by element keeps every worker busy.
         options = tf.data.Options()
@@ -341,17 +345,6 @@ def _print_stage_table(summary: dict[str, Any]) -> None:
             f"{stage['name']:<12} {stage['image_size']:>5} {stage['epochs']:>6} {shown:>20} "
             f"{stage['wall_s']:>8.1f} {stage['img_per_s'] or 0:>8.1f}"
         )
-
-
-def _prepare_run_dir(run_dir: str, overwrite: bool) -> None:
-    if tf.io.gfile.exists(run_dir):
-        if not overwrite:
-            raise RunFolderExistsError(
-                f"run folder {run_dir} already exists. Continue it with --resume {run_dir}, "
-                "replace it with --overwrite, or pick another name with --set name=..."
-            )
-        tf.io.gfile.rmtree(run_dir)
-    tf.io.gfile.makedirs(run_dir)
 
 
 def _worker_dir(run_dir: str) -> str:

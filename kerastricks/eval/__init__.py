@@ -1,0 +1,15 @@
+"""Evaluation: k-fold CV with OOF predictions, TTA, and prediction files."""
+
+from kerastricks.eval.cv import cross_validate, score_oof
+from kerastricks.eval.predict import ensemble_predict, predict
+from kerastricks.eval.tta import blend_tta, get_tta_transform, list_tta_transforms
+
+__all__ = [
+    "blend_tta",
+    "cross_validate",
+    "ensemble_predict",
+    "get_tta_transform",
+    "list_tta_transforms",
+    "predict",
+    "score_oof",
+]

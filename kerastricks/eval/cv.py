@@ -1,0 +1,177 @@
+"""K-fold cross-validation with out-of-fold predictions ("trust your CV").
+
+One model per fold, each validated on its held-out fold only. Every fold is a complete
+training run folder (`<run>/fold<k>/`), so a crashed CV run resumes inside the fold where it
+stopped and skips the folds already finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from kerastricks._fs import read_json, write_json_atomic, write_text_atomic
+from kerastricks.config import Config, load_config, save_config
+from kerastricks.eval.predict import load_trained_model, predict_records, probability_columns
+from kerastricks.losses import monitor_for, score_predictions
+from kerastricks.train.preflight import fold_counts, preflight
+from kerastricks.train.records import library_versions, prepare_run_dir
+
+
+def cross_validate(
+    config: Config, *, resume: str | None = None, overwrite: bool = False
+) -> dict[str, Any]:
+    """`kerastricks cv`: trains the listed folds (default all), writes `oof.csv` and the
+    CV score (plain and with TTA) into `<output>/<name>/summary.json`."""
+    if resume is not None:
+        config = load_config(os.path.join(resume, "config.yaml"))
+        run_dir = resume
+    else:
+        run_dir = os.path.join(config.output, config.name)
+        prepare_run_dir(run_dir, overwrite)
+    inputs = preflight(config, holdout=False)
+    folds = _folds(config, inputs.source)
+    save_config(config, os.path.join(run_dir, "config.yaml"))
+    fold_results = []
+    for fold in folds:
+        fold_results.append(_run_fold(config, run_dir, fold))
+    oof = pd.concat([r["oof"] for r in fold_results], ignore_index=True)
+    write_text_atomic(os.path.join(run_dir, "oof.csv"), oof.to_csv(index=False))
+    summary = _summarise(config, inputs.source, oof, fold_results, folds)
+    write_json_atomic(os.path.join(run_dir, "summary.json"), summary)
+    _print(summary, run_dir)
+    return summary
+
+
+def _folds(config: Config, source: Any) -> list[int]:
+    available = sorted(f for f in fold_counts(source) if f >= 0)
+    if not available:
+        raise ValueError(
+            f"data.records: {config.data.records} has no folds; write it with "
+            "`tfrecords-tools write ... --folds K`"
+        )
+    folds = config.cv.folds if config.cv.folds is not None else available
+    missing = [f for f in folds if f not in available]
+    if missing:
+        raise ValueError(f"cv.folds: folds {missing} are not in the records (have {available})")
+    return list(folds)
+
+
+def _run_fold(config: Config, run_dir: str, fold: int) -> dict[str, Any]:
+    from kerastricks.train import train
+
+    fold_dir = os.path.join(run_dir, f"fold{fold}")
+    oof_path = os.path.join(fold_dir, "oof.csv")
+    summary_path = os.path.join(fold_dir, "summary.json")
+    if not tf.io.gfile.exists(summary_path):
+        state = os.path.join(fold_dir, "checkpoints", "state.json")
+        if tf.io.gfile.exists(state):
+            print(f"\n==== fold {fold}: resuming {fold_dir}")
+            train(config, resume=fold_dir)
+        else:
+            print(f"\n==== fold {fold}: training, validated on fold {fold} only")
+            fold_config = dataclasses.replace(
+                config,
+                name=f"fold{fold}",
+                output=run_dir,
+                data=dataclasses.replace(config.data, val_fold=fold),
+            )
+            train(fold_config, overwrite=True)
+    if not tf.io.gfile.exists(oof_path):
+        _write_fold_oof(fold_dir, fold, config)
+    frame = pd.read_csv(tf.io.gfile.GFile(oof_path))
+    fold_summary = read_json(summary_path)
+    return {"fold": fold, "oof": frame, "summary": fold_summary}
+
+
+def _write_fold_oof(fold_dir: str, fold: int, config: Config) -> None:
+    from kerastricks.data import resolve_records
+
+    model, fold_config = load_trained_model(fold_dir, config.predict.weights)
+    task = read_json(os.path.join(fold_dir, "summary.json"))["task"]
+    source = resolve_records(
+        fold_config.data.records, keys=fold_config.data.keys, num_classes=fold_config.data.num_classes
+    )
+    result = predict_records(model, fold_config, source, task, folds=[fold])
+    frame = oof_frame(result, fold, task, list(source.class_names))
+    write_text_atomic(os.path.join(fold_dir, "oof.csv"), frame.to_csv(index=False))
+    tf.keras.backend.clear_session()
+
+
+def oof_frame(result: dict[str, np.ndarray], fold: int, task: str, class_names: list[str]) -> pd.DataFrame:
+    """OOF rows of one fold: id, fold, target (class index for single-label), probabilities
+    (`p_*`, TTA-blended) and the plain probabilities (`plain_p_*`)."""
+    targets = result["targets"]
+    frame = pd.DataFrame({"id": result["ids"], "fold": fold})
+    if task == "single_label":
+        frame["target"] = targets.argmax(axis=1)
+    else:
+        for i in range(targets.shape[1]):
+            frame[f"target_{i}"] = targets[:, i]
+    columns = probability_columns(class_names, result["tta"].shape[1])
+    for i, column in enumerate(columns):
+        frame[column] = result["tta"][:, i]
+    for i, column in enumerate(columns):
+        frame[f"plain_{column}"] = result["plain"][:, i]
+    return frame
+
+
+def score_oof(oof: pd.DataFrame, task: str, plain: bool = False) -> float:
+    """The CV score recomputed from an `oof.csv` frame (TTA columns, or the plain ones)."""
+    prob_columns = [c for c in oof.columns if c.startswith("p_")]
+    if plain:
+        prob_columns = [f"plain_{c}" for c in prob_columns]
+    probabilities = oof[prob_columns].to_numpy()
+    if task == "single_label":
+        targets = oof["target"].to_numpy()
+    else:
+        targets = oof[[c for c in oof.columns if c.startswith("target_")]].to_numpy()
+    _, score = score_predictions(task, targets, probabilities)
+    return float(score)
+
+
+def _summarise(
+    config: Config, source: Any, oof: pd.DataFrame, fold_results: list[dict], folds: list[int]
+) -> dict[str, Any]:
+    task = source.task
+    per_fold = {}
+    for result in fold_results:
+        frame = result["oof"]
+        per_fold[str(result["fold"])] = {
+            "score": score_oof(frame, task),
+            "score_plain": score_oof(frame, task, plain=True),
+            "n": len(frame),
+            "wall_s": result["summary"].get("wall_s"),
+        }
+    metric = monitor_for(task)[0].removeprefix("val_")
+    summary = {
+        "name": config.name,
+        "task": task,
+        "metric": metric,
+        "cv_score": score_oof(oof, task),
+        "cv_score_plain": score_oof(oof, task, plain=True),
+        "tta": {"transforms": config.tta.transforms, "beta": config.tta.beta},
+        "folds": folds,
+        "per_fold": per_fold,
+        "num_oof": len(oof),
+        "versions": library_versions(),
+    }
+    return summary
+
+
+def _print(summary: dict[str, Any], run_dir: str) -> None:
+    print(f"\n{'fold':>4} {'n':>6} {summary['metric']:>12} {'(no TTA)':>10}")
+    for fold, values in summary["per_fold"].items():
+        print(f"{fold:>4} {values['n']:>6} {values['score']:>12.4f} {values['score_plain']:>10.4f}")
+    print(
+        f"CV {summary['metric']}: {summary['cv_score']:.4f} with TTA "
+        f"{summary['tta']['transforms']}, {summary['cv_score_plain']:.4f} without "
+        f"({summary['num_oof']} OOF predictions)"
+    )
+    print(f"run folder: {run_dir}")
+

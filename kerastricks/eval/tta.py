@@ -1,0 +1,123 @@
+"""Test-time augmentation: named deterministic transforms and fastai's blend.
+
+fastai `tta(n=4, beta=0.25)` averages augmented passes and blends them with the plain
+prediction: final = (1 - beta) * mean(augmented) + beta * plain. Our transforms are named and
+deterministic (`identity`, `hflip`, `vflip`, `rot90`, `rot180`, `rot270`, `scale1.15`), so a
+prediction is reproducible and each pass is one XLA-compilable op.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+_SCALE = re.compile(r"^scale(\d+(?:\.\d+)?)$")
+
+
+def _rotate(k: int) -> Callable[[tf.Tensor], tf.Tensor]:
+    return lambda images: tf.image.rot90(images, k=k)
+
+
+TRANSFORMS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
+    "identity": lambda images: images,
+    "hflip": tf.image.flip_left_right,
+    "vflip": tf.image.flip_up_down,
+    "rot90": _rotate(1),
+    "rot180": _rotate(2),
+    "rot270": _rotate(3),
+}
+
+
+def list_tta_transforms() -> list[str]:
+    """Names accepted in `tta.transforms` (plus `scale<F>`, e.g. `scale1.15`)."""
+    return [*TRANSFORMS, "scale<factor>"]
+
+
+def get_tta_transform(name: str) -> Callable[[tf.Tensor], tf.Tensor]:
+    """The batch transform for a name; `scaleF` zooms in by F (centre crop, resize back)."""
+    if name in TRANSFORMS:
+        return TRANSFORMS[name]
+    match = _SCALE.match(name)
+    if match:
+        factor = float(match.group(1))
+        if factor <= 0:
+            raise ValueError(f"TTA transform {name!r}: the scale factor must be > 0")
+        return lambda images: _zoom(images, factor)
+    close = difflib.get_close_matches(name, list(TRANSFORMS), n=3)
+    raise ValueError(
+        f"unknown TTA transform {name!r}; closest: {close or list(TRANSFORMS)}. "
+        f"Known: {list_tta_transforms()}"
+    )
+
+
+def _zoom(images: tf.Tensor, factor: float) -> tf.Tensor:
+    height, width = images.shape[1], images.shape[2]
+    if factor >= 1.0:
+        cropped = tf.image.central_crop(images, 1.0 / factor)
+        return tf.image.resize(cropped, (height, width))
+    # Zooming out pads with the edge-free zero border, as a smaller view of the whole image.
+    small = tf.image.resize(images, (round(height * factor), round(width * factor)))
+    return tf.image.resize_with_crop_or_pad(small, height, width)
+
+
+def blend_tta(plain: np.ndarray, augmented: Sequence[np.ndarray], beta: float | None) -> np.ndarray:
+    """fastai's TTA blend: (1 - beta) * mean(augmented) + beta * plain; with `beta=None`,
+    the plain mean over every pass (plain included)."""
+    if not augmented:
+        return plain
+    mean_augmented = np.mean(np.stack(augmented), axis=0)
+    if beta is None:
+        return (plain + mean_augmented * len(augmented)) / (len(augmented) + 1)
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"tta.beta: expected a value in [0, 1], got {beta}")
+    return (1.0 - beta) * mean_augmented + beta * plain
+
+
+def to_probabilities(outputs: np.ndarray, task: str) -> np.ndarray:
+    """Logits to probabilities: softmax (single-label), sigmoid (multi-label), as is (regression)."""
+    outputs = np.asarray(outputs, dtype=np.float64)
+    if task == "single_label":
+        shifted = outputs - outputs.max(axis=1, keepdims=True)
+        exp = np.exp(shifted)
+        return exp / exp.sum(axis=1, keepdims=True)
+    if task == "multi_label":
+        return 1.0 / (1.0 + np.exp(-outputs))
+    return outputs
+
+
+def predict_tta(
+    model: tf.keras.Model,
+    dataset: tf.data.Dataset,
+    transforms: Sequence[str],
+    task: str,
+    beta: float | None = None,
+) -> dict[str, np.ndarray]:
+    """Predicts a `(images, labels, ids)` dataset once per transform; returns `plain`
+    (identity) and `tta` (blended) probabilities, `targets` and `ids`, in dataset order."""
+    names = list(dict.fromkeys(["identity", *transforms]))
+    fns = [get_tta_transform(n) for n in names]
+
+    @tf.function
+    def forward(images: tf.Tensor) -> list[tf.Tensor]:
+        return [model(fn(images), training=False) for fn in fns]
+
+    outputs: list[list[np.ndarray]] = [[] for _ in names]
+    targets, ids = [], []
+    for images, labels, batch_ids in dataset:
+        for i, logits in enumerate(forward(images)):
+            outputs[i].append(logits.numpy())
+        targets.append(labels.numpy())
+        ids.append(batch_ids.numpy())
+    probabilities = [to_probabilities(np.concatenate(o), task) for o in outputs]
+    plain = probabilities[0]
+    tta = blend_tta(plain, probabilities[1:], beta)
+    return {
+        "plain": plain,
+        "tta": tta,
+        "targets": np.concatenate(targets),
+        "ids": np.array([i.decode() for i in np.concatenate(ids)]),
+    }
