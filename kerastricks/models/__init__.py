@@ -1,0 +1,26 @@
+"""tfimm backbones, a new head, layer groups, weights from local files, backbone profiling."""
+
+from kerastricks.models.backbones import create_backbone, list_backbones
+from kerastricks.models.groups import LayerGroup, freeze_groups, layer_groups, set_trainable
+from kerastricks.models.head import HeadConfig, build_classifier
+from kerastricks.models.profile import profile_backbones
+from kerastricks.models.weights import (
+    load_backbone_weights,
+    read_timm_state_dict,
+    timm_state_dict,
+)
+
+__all__ = [
+    "HeadConfig",
+    "LayerGroup",
+    "build_classifier",
+    "create_backbone",
+    "freeze_groups",
+    "layer_groups",
+    "list_backbones",
+    "load_backbone_weights",
+    "profile_backbones",
+    "read_timm_state_dict",
+    "set_trainable",
+    "timm_state_dict",
+]

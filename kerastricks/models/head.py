@@ -1,0 +1,184 @@
+"""A new head on a tfimm backbone: raw pixels in, float32 logits out."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+import kerastricks  # noqa: F401  (selects tf-keras before TensorFlow is imported)
+from kerastricks.models.backbones import create_backbone, is_tfimm_model
+
+POOLINGS = ("avg", "max", "avgmax")
+HEAD_PREFIX = "head/"
+# Families that give fixed-size token grids and cannot interpolate them (token-mixing MLPs).
+_STATIC_SIZE_MODULES = ("tfimm.architectures.mlp_mixer",)
+
+
+@dataclass
+class HeadConfig:
+    """What sits between the backbone's features and the logits.
+
+    Example:
+
+    >>> HeadConfig(dropout=0.3, hidden=256).pooling
+    'avg'
+
+    Args:
+        pooling: ``"avg"``, ``"max"`` or ``"avgmax"`` (timm: the mean of both) over the
+            backbone's spatial features. Backbones that pool inside (transformers' class
+            token) give pooled features and ignore it; ``"avg"`` uses the backbone's own
+            pooling, exactly as timm does.
+        dropout: dropout rate before the last Dense (0.2: timm's EfficientNet default).
+        hidden: size of an optional hidden Dense layer; None for none.
+        hidden_activation: activation of the hidden layer.
+    """
+
+    pooling: str = "avg"
+    dropout: float = 0.2
+    hidden: int | None = None
+    hidden_activation: str = "relu"
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"head.pooling must be one of {POOLINGS}; received {self.pooling!r}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"head.dropout must be in [0, 1); received {self.dropout!r}.")
+        if self.hidden is not None and self.hidden < 1:
+            raise ValueError(f"head.hidden must be a positive int or None; got {self.hidden!r}.")
+
+
+def _head_config(head: HeadConfig | dict[str, Any] | None) -> HeadConfig:
+    if head is None:
+        return HeadConfig()
+    if isinstance(head, HeadConfig):
+        return head
+    if dataclasses.is_dataclass(head):
+        head = dataclasses.asdict(head)
+    fields = {field.name for field in dataclasses.fields(HeadConfig)}
+    unknown = sorted(set(head) - fields)
+    if unknown:
+        raise ValueError(f"Unknown head option(s) {unknown}; valid ones: {sorted(fields)}.")
+    return HeadConfig(**head)
+
+
+def _needs_static_size(backbone: tf.keras.Model) -> bool:
+    if type(backbone).__module__ in _STATIC_SIZE_MODULES:
+        return True
+    return getattr(backbone.cfg, "interpolate_input", True) is False
+
+
+def _input_shape(backbone: tf.keras.Model, input_size: Any) -> tuple[Any, Any, int]:
+    channels = backbone.cfg.in_channels
+    if input_size is None and not _needs_static_size(backbone):
+        return (None, None, channels)
+    if input_size is None:
+        input_size = backbone.cfg.input_size
+    height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
+    return (height, width, channels)
+
+
+def _normalization(backbone: tf.keras.Model) -> tf.keras.layers.Layer:
+    """tfimm's preprocessing ((x/255 - mean)/std) as one built-in, serialisable layer."""
+    channels = backbone.cfg.in_channels
+    mean = np.resize(np.asarray(backbone.cfg.mean, "float32"), channels) * 255.0
+    std = np.resize(np.asarray(backbone.cfg.std, "float32"), channels) * 255.0
+    return tf.keras.layers.Normalization(mean=mean, variance=std**2, name="normalize")
+
+
+def _spatial_features(features: dict[str, Any]) -> Any:
+    """The last feature map (rank 4) of a tfimm model called with return_features=True."""
+    for key in ("conv_features", "features"):
+        value = features.get(key)
+        if value is not None and value.shape.rank == 4:
+            return value
+    return None
+
+
+def _pool(spatial: Any, pooling: str) -> Any:
+    avg = tf.keras.layers.GlobalAveragePooling2D(name=HEAD_PREFIX + "avg_pool")
+    peak = tf.keras.layers.GlobalMaxPooling2D(name=HEAD_PREFIX + "max_pool")
+    if pooling == "avg":
+        return avg(spatial)
+    if pooling == "max":
+        return peak(spatial)
+    pooled = tf.keras.layers.Average(name=HEAD_PREFIX + "avgmax")([avg(spatial), peak(spatial)])
+    return pooled
+
+
+def _backbone_features(backbone: tf.keras.Model, images: Any, pooling: str) -> Any:
+    if pooling == "avg":
+        return backbone(images)
+    if any(layer.name.startswith("head/norm") for layer in backbone.layers):
+        raise ValueError(
+            f"Backbone {backbone.cfg.name!r} normalises after its own average pooling "
+            f"(ConvNeXt-style head/norm); pooling={pooling!r} would skip that layer. "
+            "Use head.pooling='avg'."
+        )
+    pooled, features = backbone(images, return_features=True)
+    spatial = _spatial_features(features)
+    return pooled if spatial is None else _pool(spatial, pooling)
+
+
+def build_classifier(
+    backbone: str | tf.keras.Model,
+    num_outputs: int,
+    head: HeadConfig | dict[str, Any] | None = None,
+    *,
+    input_size: int | tuple[int, int] | None = None,
+    name: str | None = None,
+) -> tf.keras.Model:
+    """Builds a functional model: [0, 255] pixels -> normalise -> backbone -> head -> logits.
+
+    The normalisation (the backbone's ``cfg.mean/std``) is a layer inside the model, so an
+    exported model takes raw pixels. The head's input size comes from the backbone's output
+    (the seeds' "lazy layer"): nobody types a feature count. Logits are float32 under any
+    mixed-precision policy. Head layers are named ``head/...`` (`layer_groups` puts them last).
+
+    Example:
+
+    ```python
+    model = build_classifier("resnet18", num_outputs=10, head={"dropout": 0.3})
+    logits = model(tf.zeros([2, 64, 64, 3]))  # float32 [2, 10]
+    ```
+
+    Args:
+        backbone: tfimm model name (created with random weights) or a model from
+            `create_backbone` (use that to load weights).
+        num_outputs: number of logits (classes, or regression targets).
+        head: `HeadConfig` or a dict of its fields; None for the defaults.
+        input_size: static image size (int or (height, width)); None keeps height and width
+            dynamic (progressive resizing), unless the backbone needs a fixed size
+            (MLP-Mixer, transformers built without ``interpolate_input``).
+        name: model name; defaults to ``"<backbone>_classifier"``.
+    """
+    config = _head_config(head)
+    if not isinstance(num_outputs, int) or num_outputs < 1:
+        raise ValueError(f"num_outputs must be a positive int; received {num_outputs!r}.")
+    if isinstance(backbone, str):
+        backbone = create_backbone(backbone, input_size=input_size)
+    if not is_tfimm_model(backbone):
+        raise TypeError(
+            "build_classifier needs a tfimm backbone (a name, or a model from create_backbone);"
+            f" received {type(backbone).__name__}."
+        )
+    images = tf.keras.Input(_input_shape(backbone, input_size), dtype="float32", name="images")
+    features = _backbone_features(backbone, _normalization(backbone)(images), config.pooling)
+    if config.hidden:
+        features = tf.keras.layers.Dense(
+            config.hidden, activation=config.hidden_activation, name=HEAD_PREFIX + "hidden"
+        )(features)
+    if config.dropout > 0:
+        features = tf.keras.layers.Dropout(config.dropout, name=HEAD_PREFIX + "dropout")(features)
+    logits = tf.keras.layers.Dense(num_outputs, dtype="float32", name=HEAD_PREFIX + "logits")(
+        features
+    )
+    # The float32 Dense already returns float32; the cast keeps that true if someone swaps
+    # the policy of the last layer, since float16 logits overflow in the loss.
+    logits = tf.keras.layers.Activation("linear", dtype="float32", name=HEAD_PREFIX + "cast")(
+        logits
+    )
+    return tf.keras.Model(images, logits, name=name or f"{backbone.cfg.name}_classifier")
