@@ -160,7 +160,7 @@ def exclude_bias_and_norm_from_decay(
             f"Optimizer {target.name!r} is already built; weight-decay exclusion must be set "
             "before the first training step."
         )
-    excluded = [v for v in _collect_variables(variables) if v.shape.rank <= 1]
+    excluded = [v for v in _collect_variables(variables) if v.trainable and v.shape.rank <= 1]
     previous = list(getattr(target, "_exclude_from_weight_decay", []))
     names = list(getattr(target, "_exclude_from_weight_decay_names", []))
     target.exclude_from_weight_decay(var_list=excluded, var_names=names)

@@ -58,15 +58,17 @@ class Lookahead(tf.keras.optimizers.Optimizer):
             raise ValueError(f"Lookahead needs 0 < slow_step_size <= 1. Received {slow_step_size}")
         kwargs.pop("weight_decay", None)
         kwargs.setdefault("jit_compile", optimizer.jit_compile)
-        super().__init__(name=name, weight_decay=None, **kwargs)
+        # Set before the base __init__, which creates the iteration counter (see below).
         self._optimizer = optimizer
+        super().__init__(name=name, weight_decay=None, **kwargs)
         self.sync_period = sync_period
         self.slow_step_size = slow_step_size
+
+    def _create_iteration_variable(self):
         # One shared counter: the inner optimizer's schedule and bias corrections read it,
         # and apply_gradients increments it once per step.
-        position = next(i for i, v in enumerate(self._variables) if v is self._iterations)
-        self._iterations = optimizer.iterations
-        self._variables[position] = self._iterations
+        self._iterations = self._optimizer.iterations
+        self._variables.append(self._iterations)
 
     @property
     def inner_optimizer(self) -> tf.keras.optimizers.Optimizer:
