@@ -44,7 +44,8 @@ def grad_cam(
 
     ```python
     heatmaps = grad_cam(model, images[:8], class_index=3)
-    plt.imshow(images[0] / 255); plt.imshow(heatmaps[0], cmap="jet", alpha=0.4)
+    plt.imshow(images[0] / 255)
+    plt.imshow(heatmaps[0], cmap="jet", alpha=0.4)
     ```
 
     Args:
