@@ -10,8 +10,10 @@ from kerastricks.callbacks.lr_suggestions import (
     suggest_lrs,
     valley,
 )
+from kerastricks.callbacks.unfreeze import GradualUnfreeze
 
 __all__ = [
+    "GradualUnfreeze",
     "LRFinder",
     "find_lr",
     "get_suggestion",
