@@ -2,7 +2,7 @@
 
 from kerastricks.models.backbones import create_backbone, list_backbones
 from kerastricks.models.groups import LayerGroup, freeze_groups, layer_groups, set_trainable
-from kerastricks.models.head import HeadConfig, build_classifier
+from kerastricks.models.head import HeadConfig, build_classifier, needs_fixed_size
 from kerastricks.models.profile import profile_backbones
 from kerastricks.models.weights import (
     load_backbone_weights,
@@ -19,6 +19,7 @@ __all__ = [
     "layer_groups",
     "list_backbones",
     "load_backbone_weights",
+    "needs_fixed_size",
     "profile_backbones",
     "read_timm_state_dict",
     "set_trainable",

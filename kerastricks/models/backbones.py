@@ -47,7 +47,8 @@ def resolve_backbone_name(name: str) -> str:
     )
 
 
-def _size_pair(input_size: int | tuple[int, int]) -> tuple[int, int]:
+def size_pair(input_size: int | tuple[int, int]) -> tuple[int, int]:
+    """An image size as (height, width) from an int or a pair."""
     if isinstance(input_size, int):
         return (input_size, input_size)
     height, width = input_size
@@ -61,9 +62,14 @@ def backbone_kwargs(
 
     The backbone gives pooled features (``nb_classes=0``); its own dropout is switched off
     (``drop_rate=0``) because the kerastricks head has one, as timm's
-    ``forward_head(pre_logits=True)`` stops before the classifier dropout. Transformers that
-    support it get ``interpolate_input=True`` so the image size can change between stages.
-    User keyword arguments win over these defaults; unknown ones raise a ValueError.
+    ``forward_head(pre_logits=True)`` stops before the classifier dropout. User keyword
+    arguments win over these defaults; unknown ones raise a ValueError.
+
+    Transformers are built at `input_size` and keep ``interpolate_input=False``: in tfimm
+    0.2.14 ``interpolate_input=True`` only runs eagerly (it compares the token grid, a
+    tensor, as a Python bool, which fails inside ``tf.function``, ``fit`` and functional
+    models). Pretrained position embeddings are interpolated to `input_size` when the
+    weights are loaded instead.
     """
     fields = {field.name for field in dataclasses.fields(model_config(name))}
     unknown = sorted(set(tfimm_kwargs) - fields - {"name"})
@@ -75,10 +81,8 @@ def backbone_kwargs(
     kwargs: dict[str, Any] = {"nb_classes": 0}
     if "drop_rate" in fields:
         kwargs["drop_rate"] = 0.0
-    if "interpolate_input" in fields:
-        kwargs["interpolate_input"] = True
     if input_size is not None:
-        kwargs["input_size"] = _size_pair(input_size)
+        kwargs["input_size"] = size_pair(input_size)
     kwargs.update(tfimm_kwargs)
     return kwargs
 
@@ -119,8 +123,9 @@ def create_backbone(
             usually timm + torch), or a local file: a timm checkpoint (``.safetensors``, or
             ``.pth``/``.bin`` with torch installed) or a Keras weights file (``.h5``,
             ``.weights.h5``, TF checkpoint prefix) saved by ``backbone.save_weights``.
-        input_size: image size the model is built at (int or (height, width)); ViT-style
-            models then interpolate their position embeddings to other sizes.
+        input_size: image size the model is built at (int or (height, width)). CNNs then
+            run at any size; transformers and MLP-Mixers only at this one (their position
+            embeddings or token MLPs are sized for it; timm weights are interpolated).
         **tfimm_kwargs: tfimm config overrides (e.g. ``drop_path_rate=0.1``).
     """
     name = resolve_backbone_name(name)

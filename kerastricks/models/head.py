@@ -10,11 +10,11 @@ import numpy as np
 import tensorflow as tf
 
 import kerastricks  # noqa: F401  (selects tf-keras before TensorFlow is imported)
-from kerastricks.models.backbones import create_backbone, is_tfimm_model
+from kerastricks.models.backbones import create_backbone, is_tfimm_model, size_pair
 
 POOLINGS = ("avg", "max", "avgmax")
 HEAD_PREFIX = "head/"
-# Families that give fixed-size token grids and cannot interpolate them (token-mixing MLPs).
+# Token-mixing MLPs: fixed token grid, no interpolation.
 _STATIC_SIZE_MODULES = ("tfimm.architectures.mlp_mixer",)
 
 
@@ -65,20 +65,32 @@ def _head_config(head: HeadConfig | dict[str, Any] | None) -> HeadConfig:
     return HeadConfig(**head)
 
 
-def _needs_static_size(backbone: tf.keras.Model) -> bool:
-    if type(backbone).__module__ in _STATIC_SIZE_MODULES:
-        return True
-    return getattr(backbone.cfg, "interpolate_input", True) is False
+def needs_fixed_size(backbone: tf.keras.Model) -> bool:
+    """True when a tfimm backbone runs only at the image size it was built for.
+
+    Transformers (any tfimm config with ``interpolate_input``: ViT, DeiT, CaiT, PiT, PVT,
+    Swin) size their position embeddings for ``cfg.input_size`` and tfimm 0.2.14 cannot
+    interpolate them inside a graph; MLP-Mixers have token MLPs of that size. For such a
+    backbone, a new image size means a new backbone (`create_backbone(..., input_size=)`).
+    """
+    return type(backbone).__module__ in _STATIC_SIZE_MODULES or hasattr(
+        backbone.cfg, "interpolate_input"
+    )
 
 
 def _input_shape(backbone: tf.keras.Model, input_size: Any) -> tuple[Any, Any, int]:
     channels = backbone.cfg.in_channels
-    if input_size is None and not _needs_static_size(backbone):
-        return (None, None, channels)
-    if input_size is None:
-        input_size = backbone.cfg.input_size
-    height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
-    return (height, width, channels)
+    if not needs_fixed_size(backbone):
+        size = (None, None) if input_size is None else size_pair(input_size)
+        return (*size, channels)
+    built_for = size_pair(backbone.cfg.input_size)
+    if input_size is not None and size_pair(input_size) != built_for:
+        raise ValueError(
+            f"Backbone {backbone.cfg.name!r} runs only at the size it was built for, "
+            f"{built_for}; received input_size={input_size!r}. Create it at that size: "
+            f"create_backbone({backbone.cfg.name!r}, input_size={input_size!r})."
+        )
+    return (*built_for, channels)
 
 
 def _normalization(backbone: tf.keras.Model) -> tf.keras.layers.Layer:
@@ -150,9 +162,10 @@ def build_classifier(
             `create_backbone` (use that to load weights).
         num_outputs: number of logits (classes, or regression targets).
         head: `HeadConfig` or a dict of its fields; None for the defaults.
-        input_size: static image size (int or (height, width)); None keeps height and width
-            dynamic (progressive resizing), unless the backbone needs a fixed size
-            (MLP-Mixer, transformers built without ``interpolate_input``).
+        input_size: static image size (int or (height, width)). None keeps height and width
+            dynamic for CNNs, so one model serves every stage of progressive resizing.
+            Transformers and MLP-Mixers run at one size only (see `needs_fixed_size`): the
+            backbone is built at `input_size` (a name) or must have been (a model).
         name: model name; defaults to ``"<backbone>_classifier"``.
     """
     config = _head_config(head)
