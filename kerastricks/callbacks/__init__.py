@@ -10,11 +10,13 @@ from kerastricks.callbacks.lr_suggestions import (
     suggest_lrs,
     valley,
 )
+from kerastricks.callbacks.momentum import MomentumScheduler
 from kerastricks.callbacks.unfreeze import GradualUnfreeze
 
 __all__ = [
     "GradualUnfreeze",
     "LRFinder",
+    "MomentumScheduler",
     "find_lr",
     "get_suggestion",
     "list_suggestions",
