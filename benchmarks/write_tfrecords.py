@@ -1,0 +1,133 @@
+"""Throughput of `tfrecords_tools.write_records` against `cat`, and of its worker processes.
+
+Makes >= 2,000 real photographs (random crops, flips and scales of scikit-learn's two sample
+photos, saved as 384x384 JPEGs under benchmarks/_data/, which git ignores), then measures:
+
+(a) original-bytes mode (one worker) against `cat` of the same files into one file
+    (subprocess `cat` with the file list as arguments); goal: >= 0.8x cat's throughput;
+(b) resize + re-encode mode (`--resize 256`) with 2 workers against 1; goal: >= 1.7x.
+
+Each timing is the best of `--repeats` runs on a warm page cache (both sides read the same
+cached files). Prints a table, then as the last line one JSON object with the numbers.
+
+    .venv/bin/python benchmarks/write_tfrecords.py [--num-images 2000] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from sklearn.datasets import load_sample_images
+
+from tfrecords_tools import write_records
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_data", "write_tfrecords")
+SIZE = 384
+
+
+def make_photos(folder: str, count: int, seed: int = 0) -> pd.DataFrame:
+    """Writes `count` 384x384 JPEG crops of the sample photos (kept between runs) and a CSV."""
+    csv = os.path.join(folder, "photos.csv")
+    if os.path.exists(csv) and len(pd.read_csv(csv)) == count:
+        return pd.read_csv(csv)
+    os.makedirs(os.path.join(folder, "img"), exist_ok=True)
+    rng = np.random.default_rng(seed)
+    photos = load_sample_images()
+    rows = []
+    for i in range(count):
+        label = i % 2
+        photo = photos.images[label]
+        side = int(rng.integers(160, min(photo.shape[:2]) + 1))
+        top = int(rng.integers(0, photo.shape[0] - side + 1))
+        left = int(rng.integers(0, photo.shape[1] - side + 1))
+        crop = Image.fromarray(photo[top : top + side, left : left + side])
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        path = f"img/{i:05d}.jpg"
+        crop.resize((SIZE, SIZE), Image.Resampling.BICUBIC).save(
+            os.path.join(folder, path), quality=int(rng.integers(85, 96))
+        )
+        rows.append({"path": path, "label": photos.filenames[label].split("/")[-1][:-4]})
+    frame = pd.DataFrame(rows)
+    frame.to_csv(csv, index=False)
+    return frame
+
+
+def best_time(run, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def time_cat(files: list[str], target: str, repeats: int) -> float:
+    def run() -> None:
+        with open(target, "wb") as out:
+            subprocess.run(["cat", *files], stdout=out, check=True)
+
+    return best_time(run, repeats)
+
+
+def time_write(csv: str, out: str, repeats: int, **options) -> float:
+    def run() -> None:
+        write_records(out, csv=csv, overwrite=True, progress=False, **options)
+
+    return best_time(run, repeats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--num-images", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    frame = make_photos(DATA, args.num_images)
+    csv = os.path.join(DATA, "photos.csv")
+    files = [os.path.join(DATA, p) for p in frame["path"]]
+    megabytes = sum(os.path.getsize(f) for f in files) / 1e6
+    work = os.path.join(DATA, "out")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    time_cat(files, os.path.join(work, "cat.bin"), 1)  # warms the page cache for both sides
+    cat = time_cat(files, os.path.join(work, "cat.bin"), args.repeats)
+    keep = time_write(csv, os.path.join(work, "keep"), args.repeats)
+    resize_1 = time_write(csv, os.path.join(work, "r1"), args.repeats, resize=256, workers=1)
+    resize_2 = time_write(csv, os.path.join(work, "r2"), args.repeats, resize=256, workers=2)
+    n = len(files)
+    result = {
+        "num_images": n,
+        "input_mb": round(megabytes, 1),
+        "cpu_count": os.cpu_count(),
+        "cat_mb_s": round(megabytes / cat, 1),
+        "keep_mb_s": round(megabytes / keep, 1),
+        "keep_vs_cat": round(cat / keep, 3),
+        "resize256_1w_img_s": round(n / resize_1, 1),
+        "resize256_2w_img_s": round(n / resize_2, 1),
+        "resize_2w_vs_1w": round(resize_1 / resize_2, 3),
+    }
+    print(f"{n} JPEGs of {SIZE}x{SIZE}, {megabytes:.1f} MB, best of {args.repeats}")
+    print(f"{'run':<34}{'seconds':>9}{'MB/s':>9}{'images/s':>10}")
+    for name, seconds in [
+        ("cat (subprocess, file list)", cat),
+        ("write, original bytes, 1 worker", keep),
+        ("write, --resize 256, 1 worker", resize_1),
+        ("write, --resize 256, 2 workers", resize_2),
+    ]:
+        print(f"{name:<34}{seconds:>9.3f}{megabytes / seconds:>9.1f}{n / seconds:>10.0f}")
+    print(f"original bytes vs cat: {result['keep_vs_cat']:.2f}x (goal >= 0.8x)")
+    print(f"2 workers vs 1 (resize): {result['resize_2w_vs_1w']:.2f}x (goal >= 1.7x)")
+    shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
