@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import tensorflow as tf
@@ -50,22 +52,26 @@ def read_bytes(path: str) -> bytes:
     return data
 
 
-def _open(data: bytes) -> Image.Image:
+@contextlib.contextmanager
+def _broken_data_is_bad_image() -> Iterator[None]:
     try:
-        return Image.open(io.BytesIO(data))
+        yield
     except Image.UnidentifiedImageError:
         raise BadImageError("not an image: Pillow cannot identify the format") from None
-    except Exception as error:  # Pillow raises many types for broken data; all mean "unusable".
-        raise BadImageError(f"truncated or corrupt image: {error}") from None
-
-
-def _full_load(data: bytes) -> None:
-    try:
-        _open(data).load()
     except BadImageError:
         raise
     except Exception as error:  # Pillow raises many types for broken data; all mean "unusable".
         raise BadImageError(f"truncated or corrupt image: {error}") from None
+
+
+def _open(data: bytes) -> Image.Image:
+    with _broken_data_is_bad_image():
+        return Image.open(io.BytesIO(data))
+
+
+def _full_load(data: bytes) -> None:
+    with _broken_data_is_bad_image():
+        _open(data).load()
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int] | None:
@@ -116,10 +122,8 @@ def check_image(data: bytes, full: bool = False) -> StoredImage:
             f"format {image_format} cannot be decoded by tf.io.decode_image; "
             "use --resize to re-encode it as JPEG"
         )
-    try:
+    with _broken_data_is_bad_image():
         image.verify()
-    except Exception as error:  # Pillow raises many types for broken data; all mean "unusable".
-        raise BadImageError(f"truncated or corrupt image: {error}") from None
     if full or image_format != "PNG":
         _full_load(data)
     return StoredImage(data=data, height=height, width=width, format=image_format)
@@ -137,7 +141,7 @@ def resize_image(data: bytes, size: int, quality: int = 95) -> StoredImage:
     width, height = image.size
     scale = size / max(width, height)
     target = (max(1, round(width * scale)), max(1, round(height * scale)))
-    try:
+    with _broken_data_is_bad_image():
         # JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale in the DCT, several times faster
         # when shrinking a lot; it never goes below the requested size.
         image.draft("RGB", target)
@@ -146,8 +150,6 @@ def resize_image(data: bytes, size: int, quality: int = 95) -> StoredImage:
             image = image.convert("RGB")
         if image.size != target:
             image = image.resize(target, Image.Resampling.BICUBIC)
-    except Exception as error:  # Pillow raises many types for broken data; all mean "unusable".
-        raise BadImageError(f"truncated or corrupt image: {error}") from None
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=quality)
     return StoredImage(data=buffer.getvalue(), height=target[1], width=target[0], format="JPEG")

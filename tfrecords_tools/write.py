@@ -2,108 +2,27 @@
 
 from __future__ import annotations
 
-import math
-import multiprocessing
 import os
 import re
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
 
-from tfrecords_tools import images
 from tfrecords_tools.folds import assign_folds, describe_folds
 from tfrecords_tools.manifest import build_manifest, folds_csv_bytes, save_outputs, summary_text
-from tfrecords_tools.schema import (
-    FOLDS_CSV_NAME,
-    MANIFEST_NAME,
-    SHARD_SUFFIX,
-    TFRecordsError,
-    make_example,
-    shard_name,
+from tfrecords_tools.schema import FOLDS_CSV_NAME, MANIFEST_NAME, SHARD_SUFFIX, TFRecordsError
+from tfrecords_tools.shards import (
+    ShardResult,
+    estimate_record_bytes,
+    make_jobs,
+    plan_shards,
+    run_jobs,
+    too_many_bad,
 )
 from tfrecords_tools.sources import SourceTable, read_csv_source, read_folder_source
-
-_SIZE_SAMPLE = 64
-_RESIZE_SAMPLE = 8
-# Bytes a record adds to its image: id, label, fold, feature keys and the 16-byte framing.
-_RECORD_OVERHEAD = 64
-
-
-@dataclass
-class ShardJob:
-    """One shard for one worker: whole shards keep every file single-writer and atomic."""
-
-    out: str
-    file: str
-    fold: int
-    task: str
-    rows: list[int]
-    paths: list[str]
-    shown_paths: list[str]
-    ids: list[str]
-    labels: list[list]
-    resize: int | None
-    quality: int
-
-
-@dataclass
-class ShardResult:
-    """What a worker wrote: the rows that made it into the shard and the files it skipped."""
-
-    file: str
-    fold: int
-    count: int
-    bytes: int
-    rows: list[int] = field(default_factory=list)
-    skipped: list[dict] = field(default_factory=list)
-    heights: list[int] = field(default_factory=list)
-    widths: list[int] = field(default_factory=list)
-    formats: list[str] = field(default_factory=list)
-
-
-def _stored_image(path: str, resize: int | None, quality: int) -> images.StoredImage:
-    data = images.read_bytes(path)
-    if resize is None:
-        return images.check_image(data)
-    return images.resize_image(data, resize, quality)
-
-
-def write_shard(job: ShardJob) -> ShardResult:
-    """Writes one shard under a temporary name and renames it when complete (worker entry)."""
-    final = os.path.join(job.out, job.file)
-    temporary = os.path.join(job.out, f".{job.file}.tmp-{os.getpid()}")
-    result = ShardResult(file=job.file, fold=job.fold, count=0, bytes=0)
-    try:
-        with tf.io.TFRecordWriter(temporary) as writer:
-            for i, row in enumerate(job.rows):
-                try:
-                    stored = _stored_image(job.paths[i], job.resize, job.quality)
-                except images.BadImageError as error:
-                    result.skipped.append({"path": job.shown_paths[i], "reason": str(error)})
-                    continue
-                writer.write(
-                    make_example(stored.data, job.labels[i], job.ids[i], job.fold, job.task)
-                )
-                result.rows.append(row)
-                result.heights.append(stored.height)
-                result.widths.append(stored.width)
-                result.formats.append(stored.format)
-        result.count = len(result.rows)
-        if result.count == 0:
-            tf.io.gfile.remove(temporary)
-            return result
-        tf.io.gfile.rename(temporary, final, overwrite=True)
-    except BaseException:
-        if tf.io.gfile.exists(temporary):
-            tf.io.gfile.remove(temporary)
-        raise
-    result.bytes = tf.io.gfile.stat(final).length
-    return result
 
 
 def _shard_pattern(prefix: str) -> re.Pattern:
@@ -141,123 +60,6 @@ def _check_out(out: str, prefix: str, overwrite: bool) -> list[str]:
     return sorted(set(removable), key=lambda name: name != MANIFEST_NAME)
 
 
-def _estimate_record_bytes(
-    table: SourceTable, resize: int | None, quality: int, seed: int
-) -> float:
-    """Mean stored bytes per image, from a sample (a stat per file, or a re-encode if resizing)."""
-    rng = np.random.default_rng(seed)
-    count = _SIZE_SAMPLE if resize is None else _RESIZE_SAMPLE
-    sample = rng.permutation(len(table.paths))[:count]
-    sizes = []
-    for row in sample:
-        try:
-            if resize is None:
-                sizes.append(tf.io.gfile.stat(table.paths[row]).length)
-            else:
-                sizes.append(len(_stored_image(table.paths[row], resize, quality).data))
-        except (tf.errors.NotFoundError, images.BadImageError):
-            continue
-    return float(np.mean(sizes)) + _RECORD_OVERHEAD if sizes else 0.0
-
-
-def plan_shards(
-    folds: np.ndarray, record_bytes: float, shard_mb: float, workers: int, seed: int
-) -> list[tuple[int, int, np.ndarray]]:
-    """Splits each fold's rows (shuffled, so shards mix classes) into shards of about `shard_mb`.
-
-    With several workers every fold gets at least its share of `workers` shards, so that all
-    workers have a shard to write even when the data is smaller than `workers * shard_mb`.
-    Returns `(fold, index, rows)` per shard.
-    """
-    rng = np.random.default_rng(seed)
-    plan = []
-    for fold in np.unique(folds):
-        rows = rng.permutation(np.flatnonzero(folds == fold))
-        count = math.ceil(len(rows) * record_bytes / (shard_mb * 1e6))
-        if workers > 1:
-            count = max(count, math.ceil(workers * len(rows) / len(folds)))
-        count = min(max(count, 1), len(rows))
-        for index, part in enumerate(np.array_split(rows, count)):
-            plan.append((int(fold), index, part))
-    return plan
-
-
-def _make_jobs(table: SourceTable, plan: list, out: str, prefix: str, resize, quality) -> list:
-    jobs = []
-    for fold, index, rows in plan:
-        rows = rows.tolist()
-        jobs.append(
-            ShardJob(
-                out=out,
-                file=shard_name(prefix, fold, index),
-                fold=fold,
-                task=table.task,
-                rows=rows,
-                paths=[table.paths[r] for r in rows],
-                shown_paths=[table.shown_paths[r] for r in rows],
-                ids=[table.ids[r] for r in rows],
-                labels=[table.labels[r] for r in rows],
-                resize=resize,
-                quality=quality,
-            )
-        )
-    return jobs
-
-
-def _too_many_bad(skipped: list[dict], total: int, max_bad: float, final: bool) -> str | None:
-    """Returns the failure message when the bad files exceed `max_bad` (or nothing is readable)."""
-    if len(skipped) <= max_bad * total and (not final or len(skipped) < total):
-        return None
-    examples = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:5])
-    amount = f"{len(skipped)} of {total}" if final else f"at least {len(skipped)} of {total}"
-    return (
-        f"{amount} images are unusable, more than max_bad={max_bad:g} allows "
-        f"(e.g. {examples}); fix or remove these files, or raise --max-bad"
-    )
-
-
-def _executor(workers: int) -> ProcessPoolExecutor:
-    # fork: TensorFlow is already imported here; spawned workers would import it again (seconds
-    # each). The workers only use TFRecordWriter and gfile, which start no TensorFlow threads.
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
-
-
-def _report(done: int, total: int, records: int, progress: bool) -> None:
-    if progress:
-        end = "\n" if done == total else ""
-        print(f"\rshards {done}/{total}, records {records}", end=end, file=sys.stderr, flush=True)
-
-
-def run_jobs(jobs: list, workers: int, max_bad: float, total: int, progress: bool) -> list:
-    """Writes every shard (in `workers` processes when > 1); stops early once too many are bad."""
-    results, skipped = [], []
-
-    def collect(result: ShardResult) -> None:
-        results.append(result)
-        skipped.extend(result.skipped)
-        _report(len(results), len(jobs), sum(r.count for r in results), progress)
-        message = _too_many_bad(skipped, total, max_bad, final=False)
-        if message:
-            raise TFRecordsError(message)
-
-    if workers == 1:
-        for job in jobs:
-            collect(write_shard(job))
-        return results
-    executor = _executor(workers)
-    try:
-        pending = {executor.submit(write_shard, job) for job in jobs}
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                collect(future.result())
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
-    return results
-
-
 def _remove(out: str, names: Sequence[str]) -> None:
     for name in names:
         path = os.path.join(out, name)
@@ -265,7 +67,15 @@ def _remove(out: str, names: Sequence[str]) -> None:
             tf.io.gfile.remove(path)
 
 
-def _check_options(csv, from_folder, workers, shard_mb, resize, quality, max_bad) -> None:
+def _check_options(
+    csv: str | None,
+    from_folder: str | None,
+    workers: int,
+    shard_mb: float,
+    resize: int | None,
+    quality: int,
+    max_bad: float,
+) -> None:
     if (csv is None) == (from_folder is None):
         raise TFRecordsError("give exactly one source: csv=... (--csv) or from_folder=...")
     checks = [
@@ -377,9 +187,9 @@ def write_records(
         "id_col": id_col,
         "group_col": group_col,
     }
-    record_bytes = _estimate_record_bytes(table, resize, quality, seed)
+    record_bytes = estimate_record_bytes(table, resize, quality, seed)
     plan = plan_shards(fold_of, record_bytes, shard_mb, workers, seed)
-    jobs = _make_jobs(table, plan, out, prefix, resize, quality)
+    jobs = make_jobs(table, plan, out, prefix, resize, quality)
     _remove(out, to_remove)
     tf.io.gfile.makedirs(out)
     try:
@@ -393,11 +203,19 @@ def write_records(
     return manifest
 
 
-def _finish(out, table, fold_of, num_folds, results, options, max_bad) -> dict:
+def _finish(
+    out: str,
+    table: SourceTable,
+    fold_of: np.ndarray,
+    num_folds: int,
+    results: list[ShardResult],
+    options: dict,
+    max_bad: float,
+) -> dict:
     """Checks the bad-file budget, then writes folds.csv and the manifest (last)."""
     results = sorted(results, key=lambda result: (result.fold, result.file))
     skipped = [item for result in results for item in result.skipped]
-    message = _too_many_bad(skipped, len(table.paths), max_bad, final=True)
+    message = too_many_bad(skipped, len(table.paths), max_bad, final=True)
     if message:
         raise TFRecordsError(message)
     written = np.sort(np.asarray([row for r in results for row in r.rows], dtype=np.int64))

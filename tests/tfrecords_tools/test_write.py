@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 import tfrecords_tools.images as images_module
-import tfrecords_tools.write as write_module
+import tfrecords_tools.shards as shards_module
 from tfrecords_tools import TFRecordsError, write_records
 
 
@@ -184,14 +184,14 @@ def test_interrupted_write_leaves_no_complete_looking_file(make_digits, tmp_path
 def test_killed_worker_leaves_no_complete_looking_file(make_digits, tmp_path, monkeypatch):
     csv = make_digits(30)
     out = tmp_path / "out"
-    real_write = write_module.make_example
+    real_write = shards_module.make_example
 
     def dying_write(image, label, sample_id, fold, task):
         if fold == 2 and sample_id.endswith("5"):
             os._exit(1)  # a killed worker: no exception, no cleanup of its own
         return real_write(image, label, sample_id, fold, task)
 
-    monkeypatch.setattr(write_module, "make_example", dying_write)
+    monkeypatch.setattr(shards_module, "make_example", dying_write)
     with pytest.raises(Exception, match="terminated abruptly"):
         write_records(str(out), csv=csv, folds=3, workers=2, progress=False)
     assert _listing(out) == []
