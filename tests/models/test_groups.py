@@ -155,8 +155,8 @@ def test_freeze_groups_rejects_a_bad_k():
 def test_layer_groups_doc_matches_the_rules():
     with open(DOC, encoding="utf-8") as handle:
         assert handle.read() == render_doc(), (
-            f"{DOC} is stale: regenerate it with "
-            "`.venv/bin/python -m kerastricks.models._family_rules > docs/layer_groups.md`"
+            f"{DOC} is stale: regenerate it with .venv/bin/python -c "
+            '"from kerastricks.models._family_rules import write_doc; write_doc()"'
         )
 
 
