@@ -31,6 +31,8 @@ class AdamMoments(tf.keras.optimizers.Optimizer):
 
     # The multiplier mixin must not add tf_keras's own decay on top of the subclass's.
     _decays_in_update_step = True
+    # The step (decay included) is proportional to the learning rate: multipliers scale it.
+    _update_is_linear_in_lr = True
 
     def _apply_weight_decay(self, variables):
         # Decay is part of each subclass's update step, with its reference's rule.

@@ -20,12 +20,23 @@ _GROUP_INDEX_ATTR = "_lr_group_index"
 _CLASS_CACHE: dict[type, type] = {}
 
 
+# tf_keras optimizers whose step is exactly proportional to the learning rate, with state
+# (moments, accumulators) that does not contain it: for them the multiplier scales the
+# learning rate read during the variable's update, which costs nothing. SGD and RMSprop
+# keep the learning rate in their momentum buffer, so only without momentum.
+_LR_LINEAR = ("Adam", "AdamW", "Adamax", "Nadam", "Adagrad", "Adadelta", "Lion")
+_LR_LINEAR_WITHOUT_MOMENTUM = ("SGD", "RMSprop")
+
+
 class _LRMultiplierMixin:
     """Scales the step of grouped variables by their group's multiplier.
 
     Mixed in front of the optimizer's own class, so that `type(opt)` keeps its name,
     config and checkpoint layout. Grouped variables get their decoupled weight decay inside
-    `_update_step`, so that one snapshot covers the decay and the update.
+    `_update_step`, so that the multiplier covers the decay and the update together. Two
+    equivalent ways, picked per optimizer at wrap time: scale the learning rate that the
+    update reads (free; for optimizers linear in it), or snapshot the variable and rescale
+    the step it took (any optimizer).
     """
 
     def _lr_group_of(self, variable: tf.Variable) -> int | None:
@@ -37,15 +48,32 @@ class _LRMultiplierMixin:
         ungrouped = [v for v in variables if self._lr_group_of(v) is None]
         super()._apply_weight_decay(ungrouped)
 
+    @property
+    def learning_rate(self):
+        lr = _base_learning_rate_property(self).fget(self)
+        multiplier = getattr(self, "_active_lr_multiplier", None)
+        return lr if multiplier is None else lr * tf.cast(multiplier, lr.dtype)
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate):
+        _base_learning_rate_property(self).fset(self, learning_rate)
+
     def _update_step(self, gradient, variable):
         group = self._lr_group_of(variable)
         if group is None:
             return super()._update_step(gradient, variable)
+        multiplier = getattr(self, _MULTIPLIER_ATTR)[group]
+        if self._lr_scales_step:
+            self._active_lr_multiplier = multiplier
+            try:
+                self._decay_grouped_variable(variable)
+                return super()._update_step(gradient, variable)
+            finally:
+                self._active_lr_multiplier = None
         before = tf.identity(variable)
         self._decay_grouped_variable(variable)
         super()._update_step(gradient, variable)
-        multiplier = tf.cast(getattr(self, _MULTIPLIER_ATTR)[group], variable.dtype)
-        # One fused expression: the step is computed once by the optimizer, then rescaled.
+        multiplier = tf.cast(multiplier, variable.dtype)
         variable.assign_add((multiplier - 1.0) * (variable - before))
 
     def _decay_grouped_variable(self, variable: tf.Variable) -> None:
@@ -203,6 +231,7 @@ def _install(target, index: dict[Any, int], multipliers: Sequence[float]) -> Non
             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
         )
     setattr(target, _GROUP_INDEX_ATTR, target._no_dependency(index))
+    target._lr_scales_step = _update_is_linear_in_lr(target)
     # Attribute assignment makes the variable a checkpoint dependency of the optimizer.
     setattr(target, _MULTIPLIER_ATTR, variable)
     if hasattr(target, "_coalesced_children"):
@@ -221,6 +250,28 @@ def _multiplier_class(base: type) -> type:
         )
         _CLASS_CACHE[base] = cls
     return cls
+
+
+def _base_learning_rate_property(optimizer) -> property:
+    mro = type(optimizer).__mro__
+    for klass in mro[mro.index(_LRMultiplierMixin) + 1 :]:
+        if "learning_rate" in vars(klass):
+            return vars(klass)["learning_rate"]
+    raise AttributeError(f"{type(optimizer).__name__} has no learning_rate property")
+
+
+def _update_is_linear_in_lr(optimizer) -> bool:
+    base = type(optimizer).__mro__[2]  # the optimizer's own class, after the mixin
+    if getattr(optimizer, "_update_is_linear_in_lr", False):
+        return True
+    if base.__module__.startswith("tf_keras.") and base.__name__ in _LR_LINEAR:
+        return True
+    momentum = getattr(optimizer, "momentum", None)
+    return (
+        base.__module__.startswith("tf_keras.")
+        and base.__name__ in _LR_LINEAR_WITHOUT_MOMENTUM
+        and not momentum
+    )
 
 
 def _innermost_optimizer(optimizer):

@@ -66,6 +66,12 @@ class RectifiedAdam(AdamMoments):
         self.warmup_proportion = warmup_proportion
         self.min_lr = min_lr
 
+    @property
+    def _update_is_linear_in_lr(self) -> bool:
+        # The built-in decay ends at min_lr, which a multiplier of the learning rate would
+        # not scale; LR multipliers then rescale the whole step instead.
+        return self.total_steps <= 0 or not self.min_lr
+
     def _scheduled_lr(self, dtype: tf.DType, local_step: tf.Tensor) -> tf.Tensor:
         lr = tf.cast(self.learning_rate, dtype)
         if self.total_steps <= 0:

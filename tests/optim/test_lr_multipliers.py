@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from kerastricks.optim import (
     Lookahead,
+    RectifiedAdam,
     get_lr_multipliers,
     set_lr_multipliers,
     with_lr_multipliers,
@@ -84,6 +85,38 @@ def test_adamw_decay_scales_with_multiplier():
     np.testing.assert_allclose(b.numpy() - START[1], -0.1 * 1.0 * 0.5 * START[1], rtol=1e-5)
 
 
+def test_momentum_sgd_scales_the_whole_step_when_multipliers_change():
+    a, b = _fresh_variables()
+    optimizer = with_lr_multipliers(
+        tf.keras.optimizers.SGD(0.1, momentum=0.9), [[a], [b]], [1.0, 1.0]
+    )
+    assert not optimizer._lr_scales_step  # lr sits in the momentum buffer: rescale steps
+    gradients = [(tf.ones(3), a), (tf.ones((2, 2)), b)]
+    optimizer.apply_gradients(gradients)
+    set_lr_multipliers(optimizer, [0.5, 0.0])
+    optimizer.apply_gradients(gradients)
+    # tf_keras SGD: buffer = 0.9 * buffer - lr * g; step 2 of the plain optimizer is -0.19.
+    np.testing.assert_allclose(a.numpy(), START[0] - 0.1 - 0.5 * 0.19, atol=1e-6)
+    np.testing.assert_allclose(b.numpy(), START[1] - 0.1, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "scales_lr"),
+    [
+        (tf.keras.optimizers.Adam(), True),
+        (tf.keras.optimizers.AdamW(), True),
+        (tf.keras.optimizers.SGD(), True),
+        (tf.keras.optimizers.SGD(momentum=0.9), False),
+        (tf.keras.optimizers.Ftrl(), False),
+        (RectifiedAdam(), True),
+        (RectifiedAdam(total_steps=10, min_lr=1e-5), False),
+    ],
+)
+def test_cheap_learning_rate_path_only_where_it_is_exact(optimizer, scales_lr):
+    variable = tf.Variable([1.0])
+    assert with_lr_multipliers(optimizer, [[variable]], [0.5])._lr_scales_step is scales_lr
+
+
 def test_set_multipliers_between_stages_without_retracing():
     a, b = _fresh_variables()
     optimizer = with_lr_multipliers(tf.keras.optimizers.SGD(1.0), [[a], [b]], [1.0, 1.0])
@@ -119,12 +152,16 @@ def _data():
     return rng.normal(size=(16, 5)).astype("float32"), rng.normal(size=(16, 3)).astype("float32")
 
 
-def _fit_small(model_jit, optimizer_jit, multipliers):
+OPTIMIZERS = {
+    "adamw": lambda: tf.keras.optimizers.AdamW(0.01, weight_decay=0.1),
+    "sgd_momentum": lambda: tf.keras.optimizers.SGD(0.01, momentum=0.9, weight_decay=0.1),
+}
+
+
+def _fit_small(model_jit, optimizer_jit, multipliers, name):
     model = _small_model()
     optimizer = with_lr_multipliers(
-        tf.keras.optimizers.AdamW(0.01, weight_decay=0.1),
-        [model.layers[0], model.layers[1]],
-        multipliers,
+        OPTIMIZERS[name](), [model.layers[0], model.layers[1]], multipliers
     )
     optimizer.jit_compile = optimizer_jit  # tf_keras turns it off on CPU; force it on.
     model.compile(optimizer=optimizer, loss="mse", jit_compile=model_jit)
@@ -133,11 +170,12 @@ def _fit_small(model_jit, optimizer_jit, multipliers):
     return model
 
 
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
 @pytest.mark.parametrize(("model_jit", "optimizer_jit"), [(True, False), (False, True)])
-def test_xla_train_step_gives_the_same_weights(model_jit, optimizer_jit):
+def test_xla_train_step_gives_the_same_weights(model_jit, optimizer_jit, name):
     multipliers = [0.0, 0.5]
-    reference = _fit_small(False, False, multipliers)
-    compiled = _fit_small(model_jit, optimizer_jit, multipliers)
+    reference = _fit_small(False, False, multipliers, name)
+    compiled = _fit_small(model_jit, optimizer_jit, multipliers, name)
     untouched = _small_model()
     for got, want in zip(compiled.weights, reference.weights, strict=True):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-6)

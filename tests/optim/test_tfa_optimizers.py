@@ -47,6 +47,7 @@ def _radam_rule(
     total_steps=0,
     warmup=0.1,
     min_lr=0.0,
+    scale=1.0,
 ):
     """Returns step(w, t, state) following Liu et al. 2019 with tfa's warmup and decay."""
     sma_inf = 2.0 / (1.0 - b2) - 1.0
@@ -76,7 +77,7 @@ def _radam_rule(
             update = r * m_hat / (v_hat + eps)
         else:
             update = m_hat
-        return w - lr_t * (update + wd * w)
+        return w - scale * lr_t * (update + wd * w)
 
     return step
 
@@ -195,6 +196,19 @@ def test_ranger_with_multiplier_matches_numpy_with_scaled_lr():
         path.append(variable.numpy().copy())
     want = _numpy_trajectory(_radam_rule(lr=0.025, wd=0.01), steps=9, sync_period=4)
     np.testing.assert_allclose(np.array(path), want, rtol=2e-5, atol=1e-6)
+
+
+def test_radam_with_min_lr_decay_scales_the_whole_step():
+    optimizer = RectifiedAdam(0.05, total_steps=8, warmup_proportion=0.25, min_lr=0.02)
+    variable = tf.Variable(W0.astype(np.float32))
+    with_lr_multipliers(optimizer, [[variable]], [0.5])
+    path = []
+    for _ in range(8):
+        grad = tf.constant(_gradient(variable.numpy().astype(np.float64)), tf.float32)
+        optimizer.apply_gradients([(grad, variable)])
+        path.append(variable.numpy().copy())
+    rule = _radam_rule(lr=0.05, total_steps=8, warmup=0.25, min_lr=0.02, scale=0.5)
+    np.testing.assert_allclose(np.array(path), _numpy_trajectory(rule, 8), rtol=2e-5, atol=1e-6)
 
 
 def test_ranger_checkpoint_resume_continues_identically(tmp_path):
