@@ -13,27 +13,56 @@ from tfrecords_tools.schema import TASKS, TFRecordsError
 def _write_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("write", help="write sharded TFRecords from a CSV or folder tree")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--csv", help="CSV with image paths (relative to its folder) and labels")
-    source.add_argument("--from-folder", help="folder tree with one sub-folder per class")
-    parser.add_argument("--out", required=True, help="output folder (local or gs://)")
-    parser.add_argument("--image-col", default="path", help="CSV column of image paths")
-    parser.add_argument(
-        "--label-col", nargs="+", default=["label"], dest="label_cols", help="label column(s)"
+    source.add_argument(
+        "--csv", metavar="FILE", help="CSV with image paths (relative to its folder) and labels"
     )
-    parser.add_argument("--label-sep", help="separator of several labels in one column")
+    source.add_argument(
+        "--from-folder", metavar="DIR", help="folder tree with one sub-folder per class"
+    )
+    parser.add_argument(
+        "--out", required=True, metavar="DIR", help="output folder (local or gs://)"
+    )
+    parser.add_argument(
+        "--image-col", default="path", metavar="COL", help="CSV column of image paths"
+    )
+    parser.add_argument(
+        "--label-col",
+        nargs="+",
+        default=["label"],
+        dest="label_cols",
+        metavar="COL",
+        help="label column(s): one class column, several 0/1 columns, or float targets",
+    )
+    parser.add_argument(
+        "--label-sep", metavar="SEP", help="separator of several labels in one column"
+    )
     parser.add_argument("--task", choices=TASKS, help="target type; inferred when omitted")
-    parser.add_argument("--id-col", help="CSV column of unique ids (default: file stem)")
-    parser.add_argument("--group-col", help="CSV column of groups kept within one fold")
-    parser.add_argument("--folds", type=int, help="number of stratified folds")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--workers", type=int, default=1, help="worker processes")
-    parser.add_argument("--shard-mb", type=float, default=100.0, help="target shard size (MB)")
-    parser.add_argument("--resize", type=int, help="scale the longer side to PX, store JPEG")
-    parser.add_argument("--quality", type=int, default=95, help="JPEG quality with --resize")
+    parser.add_argument(
+        "--id-col", metavar="COL", help="CSV column of unique ids (default: file stem)"
+    )
+    parser.add_argument(
+        "--group-col", metavar="COL", help="CSV column of groups kept within one fold"
+    )
+    parser.add_argument("--folds", type=int, metavar="K", help="number of stratified folds")
+    parser.add_argument("--seed", type=int, default=42, metavar="S", help="fold and order seed")
+    parser.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes")
+    parser.add_argument(
+        "--shard-mb", type=float, default=100.0, metavar="MB", help="target shard size (MB)"
+    )
+    parser.add_argument(
+        "--resize", type=int, metavar="PX", help="scale the longer side to PX, store JPEG"
+    )
+    parser.add_argument(
+        "--quality", type=int, default=95, metavar="Q", help="JPEG quality with --resize"
+    )
     parser.add_argument("--prefix", default="train", help="shard file name prefix")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     parser.add_argument(
-        "--max-bad", type=float, default=0.01, help="tolerated fraction of bad images"
+        "--max-bad",
+        type=float,
+        default=0.01,
+        metavar="FRACTION",
+        help="tolerated fraction of bad images (default 0.01)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
