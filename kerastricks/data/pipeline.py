@@ -8,6 +8,7 @@ no augmentation. Only graph ops (no `tf.py_function`).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -116,12 +117,15 @@ def _with_seeds(dataset: tf.data.Dataset, seed: int | None, salt: int) -> tf.dat
     return tf.data.Dataset.zip((dataset, seeds))
 
 
-def _cache(dataset: tf.data.Dataset, cache: bool | str | None) -> tf.data.Dataset:
+def _cache(dataset: tf.data.Dataset, cache: bool | str | None, key: str) -> tf.data.Dataset:
     if cache in (None, False):
         return dataset
     if cache is True or cache == "memory":
         return dataset.cache()
-    return dataset.cache(cache)
+    # tf.data reuses any cache file with the same prefix; a digest of the files, folds, size
+    # and policy keeps a later stage (other image size) or CV fold from reading stale images.
+    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
+    return dataset.cache(f"{cache}-{digest}")
 
 
 def _element(record: dict[str, tf.Tensor], image: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -223,7 +227,8 @@ def build_dataset(
         count = source.count(folds, exclude_folds)
         dataset = _merge_extra(dataset, source, extra_records, keys, seed, count)
     repeat = training if repeat is None else repeat
-    dataset = _decode_stage(dataset, size, resize, cache, training, repeat, seed)
+    cache_key = f"{files}|{folds}|{exclude_folds}|{extra_records}"
+    dataset = _decode_stage(dataset, size, resize, cache, training, repeat, seed, cache_key)
     dataset = dataset.batch(
         batch_size,
         drop_remainder=training if drop_remainder is None else drop_remainder,
@@ -256,6 +261,7 @@ def _decode_stage(
     training: bool,
     repeat: bool,
     seed: int | None,
+    cache_key: str = "",
 ) -> tf.data.Dataset:
     """Decode + resize, with the cache before anything random, then shuffle and repeat."""
     random_crop = resize == "random_resized_crop"
@@ -273,7 +279,7 @@ def _decode_stage(
             ),
             num_parallel_calls=AUTOTUNE,
         )
-        dataset = _cache(dataset, cache)
+        dataset = _cache(dataset, cache, f"{cache_key}|{cache_size}|{fixed}")
         buffer = max(64, min(buffer, _CACHED_SHUFFLE_BYTES // (cache_size[0] * cache_size[1] * 3)))
     if training:
         dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)

@@ -1,4 +1,6 @@
-"""Record fixtures written with tf.train.Example directly, following docs/design.md."""
+"""Data-test fixtures: images and records written with tf.train.Example, per docs/design.md.
+
+The helpers are handed to tests through the `kt` fixture (tests cannot import conftest)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import kerastricks  # noqa: F401  (selects tf-keras before TensorFlow is importe
 # isort: split
 import io
 import json
+import types
 from collections.abc import Sequence
 
 import numpy as np
@@ -98,6 +101,18 @@ def sample_images(count: int, size: int = 48, seed: int = 0) -> list[np.ndarray]
         x = rng.integers(0, photo.shape[1] - size)
         out.append(np.ascontiguousarray(photo[y : y + size, x : x + size]))
     return out
+
+
+@pytest.fixture(scope="session")
+def kt() -> types.SimpleNamespace:
+    """The helpers above, for tests."""
+    return types.SimpleNamespace(
+        encode=encode,
+        make_example=make_example,
+        write_file=write_file,
+        write_our_records=write_our_records,
+        sample_images=sample_images,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,8 @@ def affine_matrices(
     shift_x: tf.Tensor,
     height: int,
     width: int,
+    flip_x: tf.Tensor | None = None,
+    flip_y: tf.Tensor | None = None,
 ) -> tf.Tensor:
     """Inverse affine maps `[B, 6]` (output pixel -> input pixel) from per-image parameters.
 
@@ -38,6 +40,8 @@ def affine_matrices(
     Args:
         rotate, shear, zoom, shift_y, shift_x: float32 tensors of shape [B].
         height, width: image size in pixels.
+        flip_x, flip_y: optional [B] tensors of +1 or -1: mirror the input first (a flip is
+            one more affine factor, so it costs nothing in the same resample).
     """
     theta = rotate * (math.pi / 180.0)
     tan_shear = tf.tan(shear * (math.pi / 180.0))
@@ -49,6 +53,11 @@ def affine_matrices(
     f11 = zoom * (cos - sin * tan_shear)
     det = f00 * f11 - f01 * f10
     i00, i01, i10, i11 = f11 / det, -f01 / det, -f10 / det, f00 / det
+    # The forward map is A @ F with F = diag(flip_x, flip_y), so the inverse is F @ A^-1.
+    if flip_x is not None:
+        i00, i01 = i00 * flip_x, i01 * flip_x
+    if flip_y is not None:
+        i10, i11 = i10 * flip_y, i11 * flip_y
     cy, cx = (height - 1) / 2.0, (width - 1) / 2.0
     # input = c + A^-1 (output - c - shift)
     ox, oy = cx + shift_x, cy + shift_y
@@ -135,6 +144,14 @@ def _range(value: float | Sequence[float], name: str, center: float = 0.0) -> tu
     )
 
 
+FLIPS = (None, "horizontal", "vertical", "horizontal_and_vertical")
+
+
+def _check_flip(flip: str | None) -> None:
+    if flip not in FLIPS:
+        raise ValueError(f"RandomAffine: flip must be one of {FLIPS}. Received: flip={flip!r}")
+
+
 def random_affine(
     images: tf.Tensor,
     seed: tf.Tensor,
@@ -145,6 +162,7 @@ def random_affine(
     fill_mode: str = "reflect",
     fill_value: float = 0.0,
     interpolation: str = "bilinear",
+    flip: str | None = None,
 ) -> tf.Tensor:
     """Applies a random affine map per image of a batch `[B, H, W, C]` (stateless `seed`).
 
@@ -156,7 +174,10 @@ def random_affine(
         zoom: content scale uniform in [1 - zoom, 1 + zoom], or a (low, high) pair of scales.
         shift: fraction of the side; uniform in [-shift, shift] on each axis, or a pair.
         fill_mode, fill_value, interpolation: see `affine_transform`.
+        flip: None, "horizontal", "vertical" or "horizontal_and_vertical": mirror each
+            image with probability 0.5 per axis, in the same resample.
     """
+    _check_flip(flip)
     ranges = {
         "rotate": _range(rotate, "rotate"),
         "shear": _range(shear, "shear"),
@@ -167,10 +188,11 @@ def random_affine(
     if ranges["zoom"][0] <= 0:
         raise ValueError(f"RandomAffine: zoom must keep the scale > 0. Received: zoom={zoom}")
     batch = tf.shape(images)[0]
-    draws = tf.random.stateless_uniform([5, batch], seed=seed)
+    draws = tf.random.stateless_uniform([7, batch], seed=seed)
     params = {}
     for row, (name, (low, high)) in enumerate(ranges.items()):
         params[name] = low + (high - low) * draws[row]
+    flips = tf.where(draws[5:] < 0.5, -1.0, 1.0)
     height, width = images.shape[1], images.shape[2]
     transforms = affine_matrices(
         params["rotate"],
@@ -180,6 +202,8 @@ def random_affine(
         params["shift_x"] * width,
         height,
         width,
+        flip_x=flips[0] if flip in ("horizontal", "horizontal_and_vertical") else None,
+        flip_y=flips[1] if flip in ("vertical", "horizontal_and_vertical") else None,
     )
     return affine_transform(images, transforms, fill_mode, fill_value, interpolation)
 
@@ -194,7 +218,7 @@ class RandomAffine(tf.keras.layers.Layer):
 
     Example:
     ```python
-    layer = RandomAffine(rotate=15, shear=5, zoom=0.1, shift=0.1, seed=42)
+    layer = RandomAffine(rotate=15, shear=5, zoom=0.1, shift=0.1, flip="horizontal", seed=42)
     augmented = layer(images, training=True)  # images: float [B, H, W, 3]
     ```
 
@@ -206,6 +230,8 @@ class RandomAffine(tf.keras.layers.Layer):
         fill_mode: "reflect" (Keras' default), "nearest" or "constant".
         fill_value: outside value for "constant".
         interpolation: "bilinear" or "nearest".
+        flip: None, "horizontal", "vertical" or "horizontal_and_vertical": random mirror in
+            the same resample (cheaper than a separate RandomFlip).
         seed: int seed for the layer's random generator.
     """
 
@@ -218,10 +244,12 @@ class RandomAffine(tf.keras.layers.Layer):
         fill_mode: str = "reflect",
         fill_value: float = 0.0,
         interpolation: str = "bilinear",
+        flip: str | None = None,
         seed: int | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        _check_flip(flip)
         for name, value in (("rotate", rotate), ("shear", shear), ("shift", shift)):
             _range(value, name)
         if _range(zoom, "zoom", center=1.0)[0] <= 0:
@@ -234,7 +262,7 @@ class RandomAffine(tf.keras.layers.Layer):
             )
         self.rotate, self.shear, self.zoom, self.shift = rotate, shear, zoom, shift
         self.fill_mode, self.fill_value = fill_mode, fill_value
-        self.interpolation, self.seed = interpolation, seed
+        self.interpolation, self.flip, self.seed = interpolation, flip, seed
         self._generator: tf.random.Generator | None = None
 
     def augment(self, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -249,6 +277,7 @@ class RandomAffine(tf.keras.layers.Layer):
             self.fill_mode,
             self.fill_value,
             self.interpolation,
+            self.flip,
         )
 
     def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
@@ -274,6 +303,7 @@ class RandomAffine(tf.keras.layers.Layer):
             fill_mode=self.fill_mode,
             fill_value=self.fill_value,
             interpolation=self.interpolation,
+            flip=self.flip,
             seed=self.seed,
         )
         return config

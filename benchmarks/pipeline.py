@@ -1,0 +1,136 @@
+"""Input-pipeline throughput on 2,000 real 384 px JPEGs: ours vs decode-only vs Keras' loader.
+
+Prints images/s for (a) full-size decode of every record (the physical limit of the CPU),
+(b) our training pipeline at 128 px with flip + affine (Keras RandomFlip then our affine;
+"fused": the flip folded into the affine's single resample), (c)
+`tf.keras.utils.image_dataset_from_directory` at 128 px on the same images as files, (d) our
+training pipeline at 64 px. Goals: (b) >= 0.8 x (a), (d) >= 1.5 x (c). The last line is one
+JSON object. Data (random crops and flips of scikit-learn's sample photos) is written to
+benchmarks/_data/ on the first run.
+
+    .venv/bin/python benchmarks/pipeline.py
+"""
+
+from __future__ import annotations
+
+import kerastricks  # noqa: F401  (selects tf-keras before TensorFlow is imported)
+
+# isort: split
+import json
+import pathlib
+import time
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+from sklearn.datasets import load_sample_images
+
+from kerastricks.data import build_dataset, resolve_records
+
+DATA = pathlib.Path(__file__).parent / "_data"
+IMAGES = DATA / "images"
+RECORDS = DATA / "records"
+COUNT = 2000
+SIDE = 384
+BATCH = 64
+WARMUP_BATCHES = 8
+TIMED_IMAGES = 6000
+ROUNDS = 2
+AFFINE = {"name": "affine", "rotate": 15, "shear": 5, "zoom": 0.1, "shift": 0.1}
+# Keras' RandomFlip, then our affine: two passes over the batch.
+AUGMENT = [{"name": "RandomFlip", "mode": "horizontal"}, AFFINE]
+# The same augmentation with the flip folded into the affine matrix: one resample.
+AUGMENT_FUSED = [{**AFFINE, "flip": "horizontal"}]
+
+
+def write_images() -> None:
+    """2,000 random 384 px crops (and flips) of the two sample photos, one folder per photo."""
+    photos = load_sample_images()
+    rng = np.random.default_rng(0)
+    for index in range(COUNT):
+        which = index % 2
+        photo = photos.images[which]
+        y = rng.integers(0, photo.shape[0] - SIDE + 1)
+        x = rng.integers(0, photo.shape[1] - SIDE + 1)
+        crop = photo[y : y + SIDE, x : x + SIDE]
+        if rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        folder = IMAGES / pathlib.Path(photos.filenames[which]).stem
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.ascontiguousarray(crop)).save(folder / f"{index:05d}.jpg", quality=90)
+
+
+def write_records() -> None:
+    from tfrecords_tools.write import write_records as write
+
+    # Small shards so that the training pipeline interleaves several files, as on a real set.
+    write(str(RECORDS), from_folder=str(IMAGES), shard_mb=8, workers=2, progress=False)
+
+
+def throughput(dataset: tf.data.Dataset) -> float:
+    """Images per second after a warm-up, over TIMED_IMAGES images."""
+    iterator = iter(dataset)
+    for _ in range(WARMUP_BATCHES):
+        next(iterator)
+    seen, start = 0, time.perf_counter()
+    while seen < TIMED_IMAGES:
+        batch = next(iterator)
+        seen += int(batch[0].shape[0])
+    return seen / (time.perf_counter() - start)
+
+
+def decode_only(files: list[str]) -> tf.data.Dataset:
+    spec = {"image": tf.io.FixedLenFeature([], tf.string)}
+
+    def decode(serialized: tf.Tensor) -> tf.Tensor:
+        image_bytes = tf.io.parse_single_example(serialized, spec)["image"]
+        return tf.io.decode_jpeg(image_bytes, channels=3)
+
+    dataset = tf.data.TFRecordDataset(files, num_parallel_reads=tf.data.AUTOTUNE).repeat()
+    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.batch(BATCH).map(lambda images: (images,)).prefetch(tf.data.AUTOTUNE)
+
+
+def keras_loader(size: int) -> tf.data.Dataset:
+    dataset = tf.keras.utils.image_dataset_from_directory(
+        str(IMAGES), image_size=(size, size), batch_size=BATCH, seed=0
+    )
+    return dataset.repeat().prefetch(tf.data.AUTOTUNE)
+
+
+def main() -> None:
+    if not (IMAGES.exists() and len(list(IMAGES.glob("*/*.jpg"))) == COUNT):
+        write_images()
+    if not (RECORDS / "manifest.json").exists():
+        write_records()
+    source = resolve_records(str(RECORDS))
+    cases = {
+        "a_decode_only": lambda: decode_only(source.files),
+        "b_ours_128": lambda: build_dataset(source, 128, BATCH, True, AUGMENT),
+        "b_fused_128": lambda: build_dataset(source, 128, BATCH, True, AUGMENT_FUSED),
+        "c_keras_dir_128": lambda: keras_loader(128),
+        "d_ours_64": lambda: build_dataset(source, 64, BATCH, True, AUGMENT),
+        "d_fused_64": lambda: build_dataset(source, 64, BATCH, True, AUGMENT_FUSED),
+    }
+    best = dict.fromkeys(cases, 0.0)
+    for round_index in range(ROUNDS):
+        for name, make in cases.items():
+            rate = throughput(make())
+            best[name] = max(best[name], rate)
+            print(f"round {round_index}: {name:16s} {rate:8.0f} images/s")
+    result = {name: round(rate, 1) for name, rate in best.items()}
+    result["ratio_b_over_a"] = round(best["b_ours_128"] / best["a_decode_only"], 3)
+    result["ratio_b_fused_over_a"] = round(best["b_fused_128"] / best["a_decode_only"], 3)
+    result["ratio_d_over_c"] = round(best["d_ours_64"] / best["c_keras_dir_128"], 3)
+    result["ratio_d_fused_over_c"] = round(best["d_fused_64"] / best["c_keras_dir_128"], 3)
+    result["goals_met"] = result["ratio_b_over_a"] >= 0.8 and result["ratio_d_over_c"] >= 1.5
+    result["goals_met_fused"] = (
+        result["ratio_b_fused_over_a"] >= 0.8 and result["ratio_d_fused_over_c"] >= 1.5
+    )
+    result["images"] = COUNT
+    result["cpu_count"] = len(__import__("os").sched_getaffinity(0))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

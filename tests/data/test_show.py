@@ -1,0 +1,33 @@
+import kerastricks  # noqa: F401  (selects tf-keras before TensorFlow is imported)
+
+# isort: split
+import numpy as np
+from PIL import Image
+
+from kerastricks.data import save_batch_grid, show_batch
+from kerastricks.data.show import _title
+
+
+def test_titles_show_class_or_top_class_with_weight():
+    assert _title(np.array([0.0, 1.0, 0.0]), ["cat", "dog", "eel"]) == "dog"
+    assert _title(np.array([0.3, 0.0, 0.7]), ["cat", "dog", "eel"]) == "eel 0.70"
+    assert _title(np.array([0.0, 1.0]), []) == "1"
+
+
+def test_save_batch_grid_writes_a_png_atomically(tmp_path):
+    images = np.random.default_rng(0).uniform(0, 255, (10, 16, 16, 3)).astype(np.float32)
+    labels = np.eye(2)[np.arange(10) % 2]
+    path = save_batch_grid(images, labels, ["a", "b"], str(tmp_path / "grid.png"), max_images=9)
+    with Image.open(path) as png:
+        width, height = png.size
+    # 9 images: 8 columns of 200 px, 2 rows of 220 px at dpi 100
+    assert (width, height) == (1600, 440)
+    assert [p.name for p in tmp_path.iterdir()] == ["grid.png"]
+
+
+def test_show_batch_draws_the_augmented_training_batch(records, tmp_path):
+    augment = [{"name": "affine", "rotate": 20}, {"name": "MixUp"}]
+    path = show_batch(records, 24, augment, str(tmp_path / "batch.png"), batch_size=6)
+    with Image.open(path) as png:
+        assert png.size == (1200, 220)  # 6 images in one row
+        assert np.asarray(png.convert("L")).std() > 10.0
