@@ -89,6 +89,7 @@ def _check_filled(frame: pd.DataFrame, column: str, what: str, csv: str) -> None
 
 
 def _check_unique(ids: pd.Series, column: str) -> None:
+    """Raises on duplicate ids, naming up to three of them with their CSV lines."""
     duplicated = ids[ids.duplicated(keep=False)]
     if len(duplicated):
         examples = []
@@ -210,6 +211,8 @@ def read_csv_source(
         _check_filled(frame, id_col, "id", csv)
         _check_unique(frame[id_col], id_col)
     task = task or _infer_task(frame, label_cols, label_sep)
+    if label_sep is not None and task != "multi_label":
+        raise TFRecordsError(f"label_sep (--label-sep) is for multi-label data; got task {task!r}")
     if task == "single_label" and len(label_cols) > 1:
         raise TFRecordsError(
             f"task 'single_label' takes one label column, got {label_cols}; "
@@ -227,6 +230,8 @@ def read_csv_source(
     root = posixpath.dirname(csv) if "://" in csv else _local_dir(csv)
     paths = [p if _is_absolute(p) else posixpath.join(root, p) for p in shown_paths]
     ids = frame[id_col].tolist() if id_col is not None else _default_ids(shown_paths)
+    if id_col is None:
+        _check_unique(pd.Series(ids), f"{image_col} (ids from the file names)")
     return SourceTable(
         paths=paths,
         shown_paths=shown_paths,

@@ -55,6 +55,23 @@ def test_duplicate_ids_give_examples(tmp_path):
     _fails(csv, r"duplicate ids in column 'id': 'x' at CSV lines 2, 4", id_col="id")
 
 
+def test_the_same_image_twice_is_a_duplicate_id(tmp_path):
+    csv = _write(tmp_path, "path,label\na/x.png,1\nb.png,1\na/x.png,2\n")
+    _fails(
+        csv, r"duplicate ids in column 'path \(ids from the file names\)': 'a/x' at CSV lines 2, 4"
+    )
+
+
+def test_separator_needs_multi_label(tmp_path):
+    csv = _write(tmp_path, "path,label\na.png,x y\n")
+    _fails(
+        csv,
+        "label_sep .* multi-label data; got task 'single_label'",
+        label_sep=" ",
+        task="single_label",
+    )
+
+
 def test_bad_multi_label_and_regression_values(tmp_path):
     csv = _write(tmp_path, "path,a,b\np.png,1,0\nq.png,2,1\n")
     _fails(
