@@ -28,7 +28,9 @@ from kerastricks.optim import spread_lrs, with_lr_multipliers
 GROUPS = 4
 
 
-def make_trainer(model_name: str, size: int, multipliers: list[float] | None, jit: bool):
+def make_trainer(
+    model_name: str, size: int, multipliers: list[float] | None, jit: bool, rescale: bool = False
+):
     """Returns (train_step, model) for a fresh model with AdamW, multiplier-aware or not."""
     tf.keras.utils.set_random_seed(0)
     model = tfimm.create_model(model_name, nb_classes=10)
@@ -39,6 +41,9 @@ def make_trainer(model_name: str, size: int, multipliers: list[float] | None, ji
         chunks = np.array_split(np.arange(len(variables)), GROUPS)
         groups = [[variables[i] for i in chunk] for chunk in chunks]
         optimizer = with_lr_multipliers(optimizer, groups, multipliers)
+        if rescale:
+            # The path used for optimizers not known to be linear in the learning rate.
+            optimizer._lr_scales_step = False
     loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     @tf.function(jit_compile=jit)
@@ -46,7 +51,7 @@ def make_trainer(model_name: str, size: int, multipliers: list[float] | None, ji
         with tf.GradientTape() as tape:
             loss = loss_fn(labels, model(images, training=True))
         grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss
 
     return train_step, model
@@ -71,6 +76,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="steps per timing block")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--jit", action="store_true", help="XLA-compile the train step")
+    parser.add_argument(
+        "--rescale",
+        action="store_true",
+        help="time the snapshot-and-rescale path (any optimizer) instead of AdamW's free one",
+    )
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
@@ -79,7 +89,9 @@ def main() -> None:
     multipliers = spread_lrs(GROUPS, {"slice": [1e-5, 1e-3]})
     steps = {
         "adamw": make_trainer(args.model, args.size, None, args.jit)[0],
-        "adamw+multipliers": make_trainer(args.model, args.size, multipliers, args.jit)[0],
+        "adamw+multipliers": make_trainer(
+            args.model, args.size, multipliers, args.jit, args.rescale
+        )[0],
     }
     for step in steps.values():
         time_block(step, images, labels, args.warmup)
@@ -91,7 +103,9 @@ def main() -> None:
 
     medians = {name: statistics.median(values) for name, values in times.items()}
     ratio = medians["adamw+multipliers"] / medians["adamw"]
-    print(f"{args.model} {args.size}px batch {args.batch}, {GROUPS} groups {multipliers}")
+    path = "snapshot-and-rescale" if args.rescale else "scaled learning rate"
+    print(f"{args.model} {args.size}px batch {args.batch}, {GROUPS} groups, {path}")
+    print(f"multipliers {[round(m, 4) for m in multipliers]}")
     print(f"{'optimizer':<20} {'median ms/step':>15} {'min':>8} {'max':>8}")
     for name, values in times.items():
         print(
@@ -107,6 +121,7 @@ def main() -> None:
                 "batch": args.batch,
                 "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
                 "jit": args.jit,
+                "path": "rescale" if args.rescale else "learning_rate",
                 "adamw_step_s": round(medians["adamw"], 5),
                 "multipliers_step_s": round(medians["adamw+multipliers"], 5),
                 "ratio": round(ratio, 4),

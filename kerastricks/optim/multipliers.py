@@ -248,8 +248,20 @@ def _multiplier_class(base: type) -> type:
             (_LRMultiplierMixin, base),
             {"__module__": base.__module__, "__qualname__": base.__qualname__},
         )
+        _register_like(cls, base)
         _CLASS_CACHE[base] = cls
     return cls
+
+
+def _register_like(cls: type, base: type) -> None:
+    """Makes `cls` serialise under `base`'s registered name (e.g. kerastricks>RectifiedAdam)."""
+    registered = tf.keras.utils.get_registered_name(base)
+    if ">" not in registered:
+        return
+    package, name = registered.split(">", 1)
+    tf.keras.utils.register_keras_serializable(package, name)(cls)
+    # Loading must build the optimizer's own class: multipliers are re-applied by the caller.
+    tf.keras.utils.get_custom_objects()[registered] = base
 
 
 def _base_learning_rate_property(optimizer) -> property:

@@ -10,6 +10,7 @@ import tensorflow as tf
 from kerastricks.optim import (
     Lookahead,
     RectifiedAdam,
+    create_optimizer,
     get_lr_multipliers,
     set_lr_multipliers,
     with_lr_multipliers,
@@ -244,3 +245,36 @@ def test_errors_name_the_problem():
     optimizer = with_lr_multipliers(tf.keras.optimizers.SGD(), [[a]], [1.0])
     with pytest.raises(ValueError, match="2 multipliers"):
         set_lr_multipliers(optimizer, [1.0, 2.0])
+
+
+def test_keras_format_save_loads_the_plain_optimizer_with_its_state(tmp_path):
+    x, y = _data()
+    model = _small_model()
+    ranger = create_optimizer("ranger", 0.01, model=model)
+    with_lr_multipliers(ranger, [model.layers[0], model.layers[1]], [0.1, 1.0])
+    model.compile(optimizer=ranger, loss="mse")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    model.save(tmp_path / "model.keras")
+    loaded = tf.keras.models.load_model(tmp_path / "model.keras")
+    # Same classes as before wrapping (multipliers are re-applied by the caller).
+    assert type(loaded.optimizer) is Lookahead
+    assert type(loaded.optimizer.inner_optimizer) is RectifiedAdam
+    assert int(loaded.optimizer.iterations) == 2
+
+
+def test_mixed_precision_loss_scale_optimizer():
+    x, y = _data()
+    tf.keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = _small_model()
+        start = [w.numpy() for w in model.weights]
+        optimizer = tf.keras.mixed_precision.LossScaleOptimizer(tf.keras.optimizers.AdamW(0.01))
+        with_lr_multipliers(optimizer, [model.layers[0], model.layers[1]], [0.0, 1.0])
+        model.compile(optimizer=optimizer, loss="mse")
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")
+    moved = [float(np.abs(w.numpy() - s).max()) for w, s in zip(model.weights, start, strict=True)]
+    # Body frozen by its multiplier 0; Adam's first step moves the head by ~lr everywhere.
+    assert moved[:2] == [0.0, 0.0]
+    assert moved[2] == pytest.approx(0.01, rel=0.05)
