@@ -50,6 +50,7 @@ class _LRMultiplierMixin:
 
     @property
     def learning_rate(self):
+        """The learning rate; times the group's multiplier while a grouped variable updates."""
         lr = _base_learning_rate_property(self).fget(self)
         multiplier = getattr(self, "_active_lr_multiplier", None)
         return lr if multiplier is None else lr * tf.cast(multiplier, lr.dtype)
@@ -273,17 +274,15 @@ def _base_learning_rate_property(optimizer) -> property:
 
 
 def _update_is_linear_in_lr(optimizer) -> bool:
-    base = type(optimizer).__mro__[2]  # the optimizer's own class, after the mixin
     if getattr(optimizer, "_update_is_linear_in_lr", False):
         return True
-    if base.__module__.startswith("tf_keras.") and base.__name__ in _LR_LINEAR:
+    # The optimizer's own class (after the mixin): a user subclass may change update_step.
+    base = type(optimizer).__mro__[2]
+    if not base.__module__.startswith("tf_keras."):
+        return False
+    if base.__name__ in _LR_LINEAR:
         return True
-    momentum = getattr(optimizer, "momentum", None)
-    return (
-        base.__module__.startswith("tf_keras.")
-        and base.__name__ in _LR_LINEAR_WITHOUT_MOMENTUM
-        and not momentum
-    )
+    return base.__name__ in _LR_LINEAR_WITHOUT_MOMENTUM and not getattr(optimizer, "momentum", 0)
 
 
 def _innermost_optimizer(optimizer):

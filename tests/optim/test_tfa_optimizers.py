@@ -25,15 +25,21 @@ def _gradient(w):
     return CURVATURE * (w - 0.25)
 
 
-def _tf_trajectory(optimizer, steps, jit=False, name="w"):
-    optimizer.jit_compile = jit  # tf_keras turns XLA off on CPU; force it on.
-    variable = tf.Variable(W0.astype(np.float32), name=name)
+def _run(optimizer, variable, steps):
     path = []
     for _ in range(steps):
         grad = tf.constant(_gradient(variable.numpy().astype(np.float64)), tf.float32)
         optimizer.apply_gradients([(grad, variable)])
         path.append(variable.numpy().copy())
-    return np.array(path), optimizer
+    return np.array(path)
+
+
+def _tf_trajectory(optimizer, steps, jit=False, name="w", multiplier=None):
+    optimizer.jit_compile = jit  # tf_keras turns XLA off on CPU; force it on.
+    variable = tf.Variable(W0.astype(np.float32), name=name)
+    if multiplier is not None:
+        with_lr_multipliers(optimizer, [[variable]], [multiplier])
+    return _run(optimizer, variable, steps), optimizer
 
 
 def _radam_rule(
@@ -187,28 +193,16 @@ def test_lookahead_syncs_every_sync_period(jit):
 
 def test_ranger_with_multiplier_matches_numpy_with_scaled_lr():
     ranger = create_optimizer("ranger", learning_rate=0.05, weight_decay=0.01, sync_period=4)
-    variable = tf.Variable(W0.astype(np.float32))
-    with_lr_multipliers(ranger, [[variable]], [0.5])
-    path = []
-    for _ in range(9):
-        grad = tf.constant(_gradient(variable.numpy().astype(np.float64)), tf.float32)
-        ranger.apply_gradients([(grad, variable)])
-        path.append(variable.numpy().copy())
+    got, _ = _tf_trajectory(ranger, steps=9, multiplier=0.5)
     want = _numpy_trajectory(_radam_rule(lr=0.025, wd=0.01), steps=9, sync_period=4)
-    np.testing.assert_allclose(np.array(path), want, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
 
 
 def test_radam_with_min_lr_decay_scales_the_whole_step():
     optimizer = RectifiedAdam(0.05, total_steps=8, warmup_proportion=0.25, min_lr=0.02)
-    variable = tf.Variable(W0.astype(np.float32))
-    with_lr_multipliers(optimizer, [[variable]], [0.5])
-    path = []
-    for _ in range(8):
-        grad = tf.constant(_gradient(variable.numpy().astype(np.float64)), tf.float32)
-        optimizer.apply_gradients([(grad, variable)])
-        path.append(variable.numpy().copy())
+    got, _ = _tf_trajectory(optimizer, steps=8, multiplier=0.5)
     rule = _radam_rule(lr=0.05, total_steps=8, warmup=0.25, min_lr=0.02, scale=0.5)
-    np.testing.assert_allclose(np.array(path), _numpy_trajectory(rule, 8), rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(got, _numpy_trajectory(rule, 8), rtol=2e-5, atol=1e-6)
 
 
 def test_ranger_checkpoint_resume_continues_identically(tmp_path):
@@ -218,18 +212,13 @@ def test_ranger_checkpoint_resume_continues_identically(tmp_path):
         with_lr_multipliers(ranger, [[variable]], [1.0])
         return variable, ranger
 
-    def run(variable, optimizer, steps):
-        for _ in range(steps):
-            grad = tf.constant(_gradient(variable.numpy().astype(np.float64)), tf.float32)
-            optimizer.apply_gradients([(grad, variable)])
-
     variable, ranger = make()
     set_lr_multipliers(ranger, [0.7])
-    run(variable, ranger, 3)
+    _run(ranger, variable, 3)
     path = tf.train.Checkpoint(v=variable, optimizer=ranger).write(str(tmp_path / "ckpt"))
-    run(variable, ranger, 6)
+    _run(ranger, variable, 6)
     restored_variable, restored = make()
     tf.train.Checkpoint(v=restored_variable, optimizer=restored).read(path)
-    run(restored_variable, restored, 6)
+    _run(restored, restored_variable, 6)
     np.testing.assert_allclose(restored_variable.numpy(), variable.numpy(), rtol=1e-6)
     assert int(restored.iterations) == 9
