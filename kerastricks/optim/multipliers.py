@@ -102,9 +102,12 @@ def with_lr_multipliers(
     step, its update plus its decoupled weight decay, is multiplied: with SGD and `lr=1`,
     a group with multiplier `m` moves by `-m * gradient`; with Adam the step is the one of
     Adam with `lr * m`, like a per-group learning rate in PyTorch or fastai. Variables in
-    no group keep multiplier 1.0. Works with any LR schedule, under `tf.distribute`
-    strategies, XLA, and inside a `LossScaleOptimizer` or `Lookahead` (their inner
-    optimizer is made multiplier-aware).
+    no group keep multiplier 1.0. For optimizers whose step is proportional to the learning
+    rate (Adam, AdamW, Nadam, Adamax, Adagrad, Adadelta, Lion, SGD and RMSprop without
+    momentum, RectifiedAdam, LAMB) the multiplier scales the learning rate the update reads,
+    at no cost; for any other optimizer the variable is snapshotted and its step rescaled.
+    Works with any LR schedule, under `tf.distribute` strategies, XLA, and inside a
+    `LossScaleOptimizer` or `Lookahead` (their inner optimizer is made multiplier-aware).
 
     Example:
 
