@@ -172,11 +172,15 @@ def _float_labels(
 
 
 def _default_ids(shown_paths: list[str]) -> list[str]:
-    """File stems, or paths without extension when two files share a stem (cat/1.jpg, dog/1.jpg)."""
-    stems = [posixpath.splitext(posixpath.basename(p))[0] for p in shown_paths]
-    if len(set(stems)) == len(stems):
-        return stems
-    return [posixpath.splitext(p.replace("\\", "/"))[0] for p in shown_paths]
+    """File stems; where two files share a stem (cat/1.jpg, dog/1.jpg), the paths without
+    extension; where those collide too (a.png, a.jpg), the paths as written."""
+    paths = [p.replace("\\", "/") for p in shown_paths]
+    stems = [posixpath.splitext(posixpath.basename(p))[0] for p in paths]
+    without_extension = [posixpath.splitext(p)[0] for p in paths]
+    for ids in (stems, without_extension):
+        if len(set(ids)) == len(ids):
+            return ids
+    return paths
 
 
 def read_csv_source(

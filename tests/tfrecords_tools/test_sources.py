@@ -58,7 +58,8 @@ def test_duplicate_ids_give_examples(tmp_path):
 def test_the_same_image_twice_is_a_duplicate_id(tmp_path):
     csv = _write(tmp_path, "path,label\na/x.png,1\nb.png,1\na/x.png,2\n")
     _fails(
-        csv, r"duplicate ids in column 'path \(ids from the file names\)': 'a/x' at CSV lines 2, 4"
+        csv,
+        r"duplicate ids in column 'path \(ids from the file names\)': 'a/x.png' at CSV lines 2, 4",
     )
 
 
@@ -116,6 +117,8 @@ def test_paths_are_relative_to_the_csv_folder(tmp_path):
 def test_colliding_file_stems_become_relative_path_ids(tmp_path):
     table = read_csv_source(_write(tmp_path, "path,label\ncat/1.png,c\ndog/1.png,d\n"))
     assert table.ids == ["cat/1", "dog/1"]
+    table = read_csv_source(_write(tmp_path, "path,label\na/1.png,c\na/1.jpg,d\n"))
+    assert table.ids == ["a/1.png", "a/1.jpg"]
 
 
 def test_csv_sha256_is_recorded(tmp_path):
