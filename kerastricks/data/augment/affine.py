@@ -96,12 +96,7 @@ def affine_transform(
         fill_value: value of outside points for "constant".
         interpolation: "bilinear" or "nearest".
     """
-    if fill_mode not in FILL_MODES:
-        raise ValueError(f"fill_mode must be one of {FILL_MODES}. Received: {fill_mode!r}")
-    if interpolation not in INTERPOLATIONS:
-        raise ValueError(
-            f"interpolation must be one of {INTERPOLATIONS}. Received: {interpolation!r}"
-        )
+    _check_modes(fill_mode, interpolation)
     batch = tf.shape(images)[0]
     height, width, channels = images.shape[1], images.shape[2], images.shape[3]
     dtype = images.dtype
@@ -147,6 +142,29 @@ def _range(value: float | Sequence[float], name: str, center: float = 0.0) -> tu
 FLIPS = (None, "horizontal", "vertical", "horizontal_and_vertical")
 
 
+def _ranges(rotate, shear, zoom, shift) -> dict[str, tuple[float, float]]:
+    """The (low, high) range of each random parameter; raises on invalid arguments."""
+    ranges = {
+        "rotate": _range(rotate, "rotate"),
+        "shear": _range(shear, "shear"),
+        "zoom": _range(zoom, "zoom", center=1.0),
+        "shift_y": _range(shift, "shift"),
+        "shift_x": _range(shift, "shift"),
+    }
+    if ranges["zoom"][0] <= 0:
+        raise ValueError(f"RandomAffine: zoom must keep the scale > 0. Received: zoom={zoom}")
+    return ranges
+
+
+def _check_modes(fill_mode: str, interpolation: str) -> None:
+    if fill_mode not in FILL_MODES:
+        raise ValueError(f"fill_mode must be one of {FILL_MODES}. Received: {fill_mode!r}")
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(
+            f"interpolation must be one of {INTERPOLATIONS}. Received: {interpolation!r}"
+        )
+
+
 def _check_flip(flip: str | None) -> None:
     if flip not in FLIPS:
         raise ValueError(f"RandomAffine: flip must be one of {FLIPS}. Received: flip={flip!r}")
@@ -178,15 +196,7 @@ def random_affine(
             image with probability 0.5 per axis, in the same resample.
     """
     _check_flip(flip)
-    ranges = {
-        "rotate": _range(rotate, "rotate"),
-        "shear": _range(shear, "shear"),
-        "zoom": _range(zoom, "zoom", center=1.0),
-        "shift_y": _range(shift, "shift"),
-        "shift_x": _range(shift, "shift"),
-    }
-    if ranges["zoom"][0] <= 0:
-        raise ValueError(f"RandomAffine: zoom must keep the scale > 0. Received: zoom={zoom}")
+    ranges = _ranges(rotate, shear, zoom, shift)
     batch = tf.shape(images)[0]
     draws = tf.random.stateless_uniform([7, batch], seed=seed)
     params = {}
@@ -250,16 +260,8 @@ class RandomAffine(tf.keras.layers.Layer):
     ) -> None:
         super().__init__(**kwargs)
         _check_flip(flip)
-        for name, value in (("rotate", rotate), ("shear", shear), ("shift", shift)):
-            _range(value, name)
-        if _range(zoom, "zoom", center=1.0)[0] <= 0:
-            raise ValueError(f"RandomAffine: zoom must keep the scale > 0. Received: zoom={zoom}")
-        if fill_mode not in FILL_MODES:
-            raise ValueError(f"fill_mode must be one of {FILL_MODES}. Received: {fill_mode!r}")
-        if interpolation not in INTERPOLATIONS:
-            raise ValueError(
-                f"interpolation must be one of {INTERPOLATIONS}. Received: {interpolation!r}"
-            )
+        _check_modes(fill_mode, interpolation)
+        _ranges(rotate, shear, zoom, shift)
         self.rotate, self.shear, self.zoom, self.shift = rotate, shear, zoom, shift
         self.fill_mode, self.fill_value = fill_mode, fill_value
         self.interpolation, self.flip, self.seed = interpolation, flip, seed
