@@ -97,8 +97,8 @@ def _train(args: argparse.Namespace) -> int:
     from kerastricks.train import train
 
     config = _load(args)
-    summary = train(config, resume=args.resume, overwrite=args.overwrite)
-    run_dir = args.resume or f"{config.output}/{config.name}"
+    result = train(config, resume=args.resume, overwrite=args.overwrite)
+    summary, run_dir = result.summary, result.run_dir
     best = summary.get("best")
     shown = f"{best:.4f}" if best is not None else "n/a"
     print(f"\n{summary['monitor']}: {shown} (best, stage '{summary['best_stage']}')")

@@ -168,8 +168,10 @@ class TrainConfig:
         batch_size: per-replica batch size; the global batch is this times the replicas.
         optimizer: the optimizer.
         label_smoothing: label smoothing in the loss (fastai/timm default 0.1).
-        loss: `auto` (from the target type), or `focal`.
+        loss: `auto` (cross-entropy for classes, MSE for regression), `focal`, or for
+            regression `mse`, `mae`, `huber`.
         focal_gamma: focusing parameter of the focal loss.
+        focal_alpha: class weight of the focal loss (null: off).
         lr_mult: default per-group LR multipliers of every stage.
         groups: number of layer groups (null: the backbone family's natural groups).
         stages: the stages, in order.
@@ -190,6 +192,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     loss: str = "auto"
     focal_gamma: float = 2.0
+    focal_alpha: float | None = None
     lr_mult: dict[str, Any] | list[float] | None = None
     groups: int | None = None
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])

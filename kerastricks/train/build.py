@@ -51,19 +51,30 @@ def build_model(config: Config, num_outputs: int, image_size: int) -> tf.keras.M
 
 
 def stage_schedule(stage: StageConfig, total_steps: int, lr_scale: float = 1.0) -> Any:
-    """The LR schedule of one stage (peak `stage.lr`), by name from the registry."""
-    return get_schedule(
-        stage.schedule,
-        max_lr=stage.lr * lr_scale,
-        total_steps=max(total_steps, 1),
-        **stage.schedule_kwargs,
-    )
+    """The LR schedule of one stage (peak `stage.lr`), by name from the registry.
+
+    `constant` runs at `lr`; `cyclical` cycles between `lr / div` (default 4) and `lr` with
+    `cycles` (default 2) triangular cycles over the stage, unless its own arguments are given.
+    """
+    peak = stage.lr * lr_scale
+    kwargs = dict(stage.schedule_kwargs)
+    if stage.schedule == "constant":
+        return get_schedule("constant", lr=peak, **kwargs)
+    if stage.schedule == "cyclical":
+        cycles = kwargs.pop("cycles", 2)
+        kwargs.setdefault("initial_learning_rate", peak / kwargs.pop("div", 4.0))
+        kwargs.setdefault("maximal_learning_rate", peak)
+        kwargs.setdefault("step_size", max(total_steps / (2 * cycles), 1))
+        return get_schedule("cyclical", **kwargs)
+    return get_schedule(stage.schedule, max_lr=peak, total_steps=max(total_steps, 1), **kwargs)
 
 
-def run_schedule(plans: list[StagePlan], lr_scale: float = 1.0) -> Staged:
+def run_schedule(plans: list[StagePlan], lr_scale: float = 1.0) -> Any:
     """One schedule for the whole run, so that a resumed run finds its place from the
     optimizer's step counter alone."""
     schedules = [stage_schedule(p.stage, p.total_steps, lr_scale) for p in plans]
+    if len(schedules) == 1:
+        return schedules[0]
     boundaries = [p.first_step + p.total_steps for p in plans[:-1]]
     return Staged(boundaries, schedules)
 

@@ -10,7 +10,7 @@ from kerastricks.config import Config, ConfigError, StageConfig
 from kerastricks.datasets import PREPARERS
 from kerastricks.train.stages import resolve_stages
 
-LOSSES = ("auto", "focal")
+LOSSES = ("auto", "focal", "mse", "mae", "huber")
 RESIZE_POLICIES = ("squash", "center_crop", "random_resized_crop")
 
 
@@ -93,27 +93,25 @@ def _prepare_records(config: Config) -> None:
 
 
 def _check_names(config: Config, stages: list[StageConfig]) -> None:
-    from kerastricks.data.augment import validate_augmentations
-    from kerastricks.models import check_backbone_name
-    from kerastricks.optim import check_optimizer_name
-    from kerastricks.schedules import check_schedule_name
+    from kerastricks.data.augment import resolve_augmentations
+    from kerastricks.models.backbones import resolve_backbone_name
+    from kerastricks.optim import list_optimizers
+    from kerastricks.schedules import list_schedules
 
     _check_choice("data.resize", config.data.resize, RESIZE_POLICIES)
     _check_choice("train.loss", config.train.loss, LOSSES)
+    _check_choice("train.optimizer.name", config.train.optimizer.name, tuple(list_optimizers()))
+    for i, stage in enumerate(stages):
+        _check_choice(f"train.stages.{i}.schedule", stage.schedule, tuple(list_schedules()))
     for path, check in (
-        ("model.backbone", lambda: check_backbone_name(config.model.backbone)),
-        ("train.optimizer.name", lambda: check_optimizer_name(config.train.optimizer.name)),
-        ("augment", lambda: validate_augmentations(config.augment)),
+        ("model.backbone", lambda: resolve_backbone_name(config.model.backbone)),
+        ("augment", lambda: resolve_augmentations(config.augment, seed=config.seed)),
     ):
         try:
             check()
-        except (ValueError, KeyError) as error:
+        except (ValueError, KeyError, TypeError) as error:
             raise ConfigError(f"{path}: {error}") from None
-    for i, stage in enumerate(stages):
-        try:
-            check_schedule_name(stage.schedule)
-        except (ValueError, KeyError) as error:
-            raise ConfigError(f"train.stages.{i}.schedule: {error}") from None
+    _check_fixed_size(config.model.backbone, stages)
     weights = config.model.weights
     if weights not in (None, "pretrained") and not os.path.exists(weights):
         raise ConfigError(f"model.weights: file not found: {weights}")
@@ -121,6 +119,28 @@ def _check_names(config: Config, stages: list[StageConfig]) -> None:
         raise ConfigError(
             f"data.records: nothing found at {config.data.records}. Write records with "
             "`tfrecords-tools write --csv FILE --out DIR --folds 5`, or set data.prepare: digits."
+        )
+
+
+def _check_fixed_size(backbone: str, stages: list[StageConfig]) -> None:
+    # tfimm 0.2.14 interpolates transformer position embeddings only eagerly, never inside
+    # a tf.function (OperatorNotAllowedInGraphError), so such a model runs at one size.
+    from tfimm.models.registry import model_class, model_config
+
+    from kerastricks.models.backbones import resolve_backbone_name
+
+    name = resolve_backbone_name(backbone)
+    fixed = hasattr(model_config(name), "interpolate_input") or "mlp_mixer" in (
+        model_class(name).__module__
+    )
+    sizes = sorted({stage.image_size for stage in stages})
+    if fixed and len(sizes) > 1:
+        raise ConfigError(
+            f"train.stages: model.backbone {backbone!r} is a transformer whose position "
+            f"embeddings are sized for one input, and tfimm cannot resize them inside a "
+            f"compiled graph; the stages ask for sizes {sizes}. Give every stage the same "
+            "image_size, or use a CNN backbone (resnet, efficientnet, convnext) for "
+            "progressive resizing."
         )
 
 
@@ -134,4 +154,8 @@ def _records_exist(records: str) -> bool:
 
 def _check_choice(path: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ConfigError(f"{path}: expected one of {choices}, got {value!r}")
+        import difflib
+
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{path}: unknown value {value!r}{hint} Choose one of {list(choices)}")

@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
@@ -49,8 +50,8 @@ def train(
     resume: str | None = None,
     overwrite: bool = False,
     hardware: Hardware | None = None,
-) -> dict[str, Any]:
-    """Runs every stage of `config` and returns the run's summary (also in summary.json).
+) -> RunResult:
+    """Runs every stage of `config`; returns the summary (also in summary.json) and model.
 
     Args:
         config: the validated run config.
@@ -63,26 +64,33 @@ def train(
         run_dir = resume
     else:
         run_dir = os.path.join(config.output, config.name)
-    inputs = preflight(config)
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train, stages=inputs.stages))
+    # The strategy comes first: multi-worker collectives must be set up before anything
+    # (reading records included) initialises TensorFlow's devices.
     hardware = hardware or detect_hardware(config.train.strategy)
+    inputs = preflight(config)
+    config = dataclasses.replace(
+        config, train=dataclasses.replace(config.train, stages=inputs.stages)
+    )
     precision = resolve_precision(config.train.precision, hardware.kind)
     tf.keras.mixed_precision.set_global_policy(precision)
     tf.keras.utils.set_random_seed(config.seed)
-    if resume is None:
+    if resume is None and hardware.is_chief:
         prepare_run_dir(run_dir, overwrite)
     write_dir = run_dir if hardware.is_chief else _worker_dir(run_dir)
     save_config(config, os.path.join(write_dir, "config.yaml"))
     print(f"kerastricks: run folder {run_dir} | {hardware.describe()} | precision={precision}")
     try:
-        return _run(config, inputs, hardware, write_dir)
+        summary, model, rows = _run(config, inputs, hardware, write_dir)
+        return RunResult(summary, run_dir, model, rows)
     finally:
         tf.keras.mixed_precision.set_global_policy("float32")
         if not hardware.is_chief:
             shutil.rmtree(write_dir, ignore_errors=True)
 
 
-def _run(config: Config, inputs: RunInputs, hardware: Hardware, run_dir: str) -> dict[str, Any]:
+def _run(
+    config: Config, inputs: RunInputs, hardware: Hardware, run_dir: str
+) -> tuple[dict[str, Any], tf.keras.Model, list[dict[str, Any]]]:
     source = inputs.source
     num_train = inputs.num_train
     plans = plan_stages(
@@ -107,6 +115,7 @@ def _run(config: Config, inputs: RunInputs, hardware: Hardware, run_dir: str) ->
         _fit_stage(config, inputs, hardware, parts, plan, state, checkpoint, jit, (monitor, mode))
     checkpoint.export_last()
     summary = _summarise(config, inputs, hardware, plans, state, (monitor, mode))
+    summary["steps"] = int(parts.optimizer.iterations.numpy())
     write_json_atomic(os.path.join(run_dir, "summary.json"), summary)
     save_curves(state["rows"], monitor.removeprefix("val_"), os.path.join(run_dir, "plots", "curves.png"))
     save_lr_plot(
@@ -116,7 +125,7 @@ def _run(config: Config, inputs: RunInputs, hardware: Hardware, run_dir: str) ->
         os.path.join(run_dir, "plots", "lr.png"),
     )
     _print_stage_table(summary)
-    return summary
+    return summary, parts.model, state["rows"]
 
 
 def _fit_stage(
@@ -137,11 +146,7 @@ def _fit_stage(
     with hardware.strategy.scope():
         parts.model.compile(
             optimizer=getattr(parts.model, "optimizer", None) or parts.optimizer,
-            loss=make_loss(
-                inputs.source.task,
-                label_smoothing=config.train.label_smoothing,
-                focal_gamma=config.train.focal_gamma if config.train.loss == "focal" else None,
-            ),
+            loss=loss_for(config, inputs.source.task),
             metrics=make_metrics(inputs.source.task, inputs.source.num_classes),
             jit_compile=jit,
             steps_per_execution=config.train.steps_per_execution,
@@ -174,6 +179,21 @@ def _fit_stage(
         raise RuntimeError(
             f"stage '{stage.name}' stopped after epoch {len(state['rows'])} of {plan.last_epoch}"
         )
+
+
+def loss_for(config: Config, task: str) -> tf.keras.losses.Loss:
+    """The run's loss: from the target type, with smoothing (classification) or focal."""
+    train = config.train
+    if task == "regression":
+        loss = train.loss if train.loss in ("mse", "mae", "huber") else "mse"
+        return make_loss(task, regression=loss)
+    focal = train.loss == "focal"
+    return make_loss(
+        task,
+        label_smoothing=train.label_smoothing,
+        focal_gamma=train.focal_gamma if focal else None,
+        focal_alpha=train.focal_alpha if focal else None,
+    )
 
 
 def _stage_datasets(
@@ -214,6 +234,23 @@ def _stage_datasets(
         train_ds = train_ds.with_options(options)
         val_ds = val_ds.with_options(options)
     return train_ds, val_ds
+
+
+@dataclass
+class RunResult:
+    """What `train` returns.
+
+    Args:
+        summary: the content of summary.json.
+        run_dir: the run folder.
+        model: the trained model (last weights).
+        history: one row per finished epoch, across stages (history.csv).
+    """
+
+    summary: dict[str, Any]
+    run_dir: str
+    model: tf.keras.Model
+    history: list[dict[str, Any]]
 
 
 class EpochRecorder(tf.keras.callbacks.Callback):

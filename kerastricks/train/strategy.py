@@ -40,6 +40,15 @@ def detect_hardware(name: str = "auto") -> Hardware:
     MultiWorkerMirrored, else the default strategy; `name` forces one of them."""
     if name not in STRATEGIES:
         raise ValueError(f"train.strategy: unknown strategy {name!r}; choose one of {STRATEGIES}")
+    if name == "multi_worker" or (name == "auto" and _tf_config_workers() > 1):
+        # Collective ops must be configured before anything initialises the devices.
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        resolver = strategy.cluster_resolver
+        is_chief = resolver.task_type in (None, "chief") or (
+            resolver.task_type == "worker" and resolver.task_id == 0
+        )
+        kind = "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
+        return Hardware(strategy, kind, "multi_worker", strategy.num_replicas_in_sync, is_chief)
     if name in ("auto", "tpu"):
         hardware = _try_tpu()
         if hardware is not None:
@@ -51,13 +60,6 @@ def detect_hardware(name: str = "auto") -> Hardware:
             )
     gpus = tf.config.list_logical_devices("GPU")
     kind = "gpu" if gpus else "cpu"
-    if name == "multi_worker" or (name == "auto" and _tf_config_workers() > 1):
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        resolver = strategy.cluster_resolver
-        is_chief = resolver.task_type in (None, "chief") or (
-            resolver.task_type == "worker" and resolver.task_id == 0
-        )
-        return Hardware(strategy, kind, "multi_worker", strategy.num_replicas_in_sync, is_chief)
     if name == "mirrored" or (name == "auto" and len(gpus) > 1):
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         strategy = tf.distribute.MirroredStrategy(devices)

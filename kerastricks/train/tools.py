@@ -36,10 +36,11 @@ def lr_find_for_config(
     """Runs the LR range test on the config's model and data; returns (finder, plot path)."""
     from kerastricks.callbacks import find_lr
     from kerastricks.data import build_dataset
-    from kerastricks.losses import make_loss, make_metrics
+    from kerastricks.losses import make_metrics
     from kerastricks.models import layer_groups, set_trainable
     from kerastricks.optim import create_optimizer
     from kerastricks.train.build import build_model
+    from kerastricks.train.runner import loss_for
     from kerastricks.train.stages import trainable_groups
 
     inputs = preflight(config)
@@ -57,7 +58,7 @@ def lr_find_for_config(
     )
     model.compile(
         optimizer=optimizer,
-        loss=make_loss(inputs.source.task, label_smoothing=config.train.label_smoothing),
+        loss=loss_for(config, inputs.source.task),
         metrics=make_metrics(inputs.source.task, inputs.source.num_classes),
     )
     dataset = build_dataset(

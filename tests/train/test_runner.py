@@ -1,0 +1,145 @@
+"""The fit wrapper on real digits records: freezing per stage, sizes per stage, records."""
+
+import json
+import os
+
+import kerastricks  # noqa: F401
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from kerastricks.config import ConfigError
+from kerastricks.models import layer_groups
+from kerastricks.train import train
+from kerastricks.train.build import build_model
+from kerastricks.train.preflight import preflight
+from kerastricks.train.runner import _stage_datasets
+from kerastricks.train.stages import plan_stages
+from kerastricks.train.strategy import detect_hardware
+
+TWO_STAGES = [
+    {"name": "frozen", "epochs": 1, "image_size": 16, "unfreeze": "head", "lr": 3e-3},
+    {"name": "all", "epochs": 1, "image_size": 32, "unfreeze": "all", "lr": 1e-3},
+]
+
+
+def initial_weights(config, image_size):
+    tf.keras.utils.set_random_seed(config.seed)
+    model = build_model(config, 10, image_size)
+    return model
+
+
+def group_snapshot(model):
+    """Per group, {variable name: value} (BatchNorm statistics included)."""
+    groups = layer_groups(model)
+    return [{v.name: v.numpy().copy() for v in g.variables} for g in groups], groups
+
+
+def moved(before, after):
+    """Per group: did any of its variables change?"""
+    return [
+        any(not np.array_equal(x[name], y[name]) for name in x)
+        for x, y in zip(before, after, strict=True)
+    ]
+
+
+def test_head_stage_freezes_backbone_weights_and_bn_statistics(make_config):
+    config = make_config(train={"stages": TWO_STAGES[:1]})
+    start, _ = group_snapshot(initial_weights(config, 16))
+    result = train(config)
+    end, groups = group_snapshot(result.model)
+    changed = moved(start, end)
+    assert changed[-1], "the head must train in a head-only stage"
+    assert not any(changed[:-1]), f"frozen groups moved: {changed}"
+    bn_stats = [n for g in start[:-1] for n in g if "moving_mean" in n or "moving_var" in n]
+    assert len(bn_stats) > 10, "resnet18's frozen groups hold BatchNorm statistics"
+
+
+def test_second_stage_trains_every_group_and_records_both_stages(make_config):
+    config = make_config(train={"stages": TWO_STAGES})
+    start, _ = group_snapshot(initial_weights(config, 16))
+    result = train(config)
+    end, _ = group_snapshot(result.model)
+    assert all(moved(start, end))
+    history = pd.read_csv(os.path.join(result.run_dir, "history.csv"))
+    assert history["stage"].tolist() == [0, 1]
+    assert history["image_size"].tolist() == [16, 32]
+    assert {"loss", "val_loss", "val_accuracy", "lr", "img_per_s"} <= set(history.columns)
+    summary = json.load(open(os.path.join(result.run_dir, "summary.json")))
+    assert summary["val_accuracy"] == pytest.approx(history["val_accuracy"].max())
+    assert [s["image_size"] for s in summary["stages"]] == [16, 32]
+    assert summary["versions"]["tensorflow"].startswith("2.")
+    for name in ("config.yaml", "plots/curves.png", "plots/lr.png",
+                 "checkpoints/best.weights.h5", "checkpoints/last.weights.h5"):
+        assert os.path.exists(os.path.join(result.run_dir, name)), name
+    assert tf.io.gfile.glob(os.path.join(result.run_dir, "tensorboard", "train", "*"))
+
+
+def test_dataset_image_size_follows_the_stages(make_config):
+    config = make_config(train={"stages": TWO_STAGES})
+    inputs = preflight(config)
+    plans = plan_stages(inputs.stages, inputs.num_train, 16, 1)
+    hardware = detect_hardware("default")
+    for plan, size in zip(plans, (16, 32), strict=True):
+        train_ds, val_ds = _stage_datasets(config, inputs, plan, hardware)
+        assert train_ds.element_spec[0].shape.as_list() == [16, size, size, 3]
+        assert val_ds.element_spec[0].shape.as_list()[1:] == [size, size, 3]
+
+
+def test_loss_goes_down_on_digits(make_config):
+    config = make_config(
+        train={
+            "steps_per_epoch": 8,
+            "stages": [{"epochs": 4, "image_size": 32, "lr": 3e-3, "schedule": "constant"}],
+        }
+    )
+    history = train(config).history
+    losses = [row["loss"] for row in history]
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_existing_run_folder_is_refused_without_overwrite(make_config):
+    config = make_config()
+    train(config)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(config)
+
+
+def test_nan_loss_stops_with_the_stage_and_step(make_config):
+    config = make_config(
+        train={
+            "optimizer": {"name": "sgd", "weight_decay": 0.0},
+            "stages": [{"name": "boom", "epochs": 1, "image_size": 16, "lr": 1e30,
+                        "schedule": "constant"}],
+        }
+    )
+    with pytest.raises(FloatingPointError, match="stage 'boom' at step"):
+        train(config)
+
+
+def test_train_step_compiles_with_xla_on_cpu(make_config):
+    config = make_config(train={"jit_compile": True, "steps_per_epoch": 2})
+    result = train(config)
+    assert result.model.train_function is not None
+    assert np.isfinite(result.history[0]["loss"])
+
+
+def test_vit_with_two_sizes_is_refused_before_training(make_config):
+    stages = [{"epochs": 1, "image_size": 32}, {"epochs": 1, "image_size": 48}]
+    config = make_config(model={"backbone": "vit_tiny_patch16_224"}, train={"stages": stages})
+    with pytest.raises(ConfigError, match=r"transformer.*sizes \[32, 48\]"):
+        preflight(config)
+
+
+def test_vit_runs_two_stages_at_its_size(make_config):
+    config = make_config(
+        model={"backbone": "vit_tiny_patch16_224", "head": {"dropout": 0.0}},
+        train={"steps_per_epoch": 1, "validation_steps": 1, "stages": [
+            {"epochs": 1, "image_size": 32, "unfreeze": "head", "lr": 1e-3},
+            {"epochs": 1, "image_size": 32, "unfreeze": "all", "lr": 1e-3},
+        ]},
+    )
+    result = train(config)
+    assert [row["stage"] for row in result.history] == [0, 1]
+    assert result.model.input_shape[1:3] == (32, 32)
