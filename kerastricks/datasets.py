@@ -64,4 +64,64 @@ def prepare_digits(records: str, folds: int = DIGITS_FOLDS, seed: int = 42) -> d
     )
 
 
-PREPARERS = {"digits": prepare_digits}
+
+
+def split_digits_semi(
+    labeled_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 42
+) -> dict[str, np.ndarray]:
+    """Indices of a semi-supervised digits split: a stratified held-out test split, then of
+    the rest `labeled_fraction` of all samples keep their labels and the others are
+    unlabelled (their true labels are written but never used for training)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    targets = load_digits().target
+    everything = np.arange(len(targets))
+    pool, test = train_test_split(
+        everything, test_size=test_fraction, stratify=targets, random_state=seed
+    )
+    labeled_size = labeled_fraction / (1.0 - test_fraction)
+    labeled, unlabeled = train_test_split(
+        pool, train_size=labeled_size, stratify=targets[pool], random_state=seed
+    )
+    return {"labeled": np.sort(labeled), "unlabeled": np.sort(unlabeled), "test": np.sort(test)}
+
+
+def prepare_digits_semi(
+    root: str, folds: int = DIGITS_FOLDS, seed: int = 42, labeled_fraction: float = 0.2
+) -> dict[str, str]:
+    """Writes `labeled/` (with folds), `unlabeled/` and `test/` record folders under `root`
+    for the pseudo-label demo; returns their paths. Existing complete folders are kept."""
+    from tfrecords_tools import write_records
+
+    paths = {}
+    for part, indices in split_digits_semi(labeled_fraction, seed=seed).items():
+        out = os.path.join(root, part)
+        paths[part] = out
+        if os.path.exists(os.path.join(out, "manifest.json")):
+            continue
+        csv_path = export_digits(os.path.join(root, "source", part), indices)
+        write_records(
+            out,
+            csv=csv_path,
+            id_col="id",
+            folds=folds if part == "labeled" else None,
+            seed=seed,
+            progress=False,
+        )
+    return paths
+
+
+def _prepare_digits_semi_for(records: str, seed: int = 42) -> dict:
+    # `data.records` names the labelled folder; its siblings get the unlabelled and test sets.
+    paths = prepare_digits_semi(os.path.dirname(os.path.abspath(records)), seed=seed)
+    if os.path.abspath(paths["labeled"]) != os.path.abspath(records):
+        raise ValueError(
+            f"data.prepare: digits_semi writes <root>/labeled, <root>/unlabeled and "
+            f"<root>/test; set data.records to a folder named 'labeled', got {records}"
+        )
+    with open(os.path.join(records, "manifest.json")) as f:
+        return json.load(f)
+
+
+PREPARERS = {"digits": prepare_digits, "digits_semi": _prepare_digits_semi_for}
