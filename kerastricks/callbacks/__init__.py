@@ -1,5 +1,12 @@
-"""Keras callbacks that work on any tf.keras model: LR finder, gradual unfreezing, momentum."""
+"""Keras callbacks that work on any tf.keras model: LR finder, gradual unfreezing, momentum,
+weight averaging (EMA, SWA)."""
 
+from kerastricks.callbacks.averaging import (
+    ModelEMA,
+    StochasticWeightAveraging,
+    enable_ema,
+    update_bn,
+)
 from kerastricks.callbacks.lr_finder import LRFinder, find_lr
 from kerastricks.callbacks.lr_suggestions import (
     get_suggestion,
@@ -16,7 +23,10 @@ from kerastricks.callbacks.unfreeze import GradualUnfreeze
 __all__ = [
     "GradualUnfreeze",
     "LRFinder",
+    "ModelEMA",
     "MomentumScheduler",
+    "StochasticWeightAveraging",
+    "enable_ema",
     "find_lr",
     "get_suggestion",
     "list_suggestions",
@@ -24,5 +34,6 @@ __all__ = [
     "slide",
     "steep",
     "suggest_lrs",
+    "update_bn",
     "valley",
 ]
