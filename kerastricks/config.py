@@ -185,6 +185,8 @@ class TrainConfig:
         validation_steps: cap on validation steps (null: the whole held-out fold).
         scale_lr: scale every LR linearly by global batch / 256 ... off by default.
         verbose: Keras progress bar mode (1 bar, 2 one line per epoch, 0 silent).
+        explain: write a Grad-CAM grid of validation images at the end of every stage
+            (`plots/gradcam_<stage>.png`).
     """
 
     batch_size: int = 64
@@ -205,6 +207,7 @@ class TrainConfig:
     validation_steps: int | None = None
     scale_lr: bool = False
     verbose: int = 1
+    explain: bool = False
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """Optimizers and optimizer helpers: per-group LR multipliers, weight-decay exclusion,
-a timm-style factory, and the tensorflow-addons optimizers Kaggle notebooks relied on.
+a timm-style factory, gradient accumulation, and the tensorflow-addons optimizers Kaggle
+notebooks relied on.
 """
 
+from kerastricks.optim.accumulate import accumulate_gradients, accumulation_steps
 from kerastricks.optim.factory import (
     create_optimizer,
     exclude_bias_and_norm_from_decay,
@@ -22,6 +24,8 @@ __all__ = [
     "LAMB",
     "Lookahead",
     "RectifiedAdam",
+    "accumulate_gradients",
+    "accumulation_steps",
     "create_optimizer",
     "exclude_bias_and_norm_from_decay",
     "get_lr_multipliers",

@@ -179,6 +179,21 @@ def _fit_stage(
         raise RuntimeError(
             f"stage '{stage.name}' stopped after epoch {len(state['rows'])} of {plan.last_epoch}"
         )
+    if config.train.explain and hardware.is_chief:
+        _explain_stage(parts.model, val_ds, inputs.source, checkpoint.folder, stage.name)
+
+
+def _explain_stage(
+    model: tf.keras.Model, val_ds: tf.data.Dataset, source: Any, folder: str, name: str
+) -> None:
+    """Grad-CAM grid of one validation batch: is the model looking at the object?"""
+    from kerastricks.explain import save_grad_cam_grid
+
+    images, labels = next(iter(val_ds))[:2]
+    path = os.path.join(folder, "..", "plots", f"gradcam_{name}.png")
+    save_grad_cam_grid(
+        model, images.numpy(), labels.numpy().argmax(axis=1), list(source.class_names), path
+    )
 
 
 def loss_for(config: Config, task: str) -> tf.keras.losses.Loss:

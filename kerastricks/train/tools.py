@@ -8,7 +8,7 @@ from typing import Any
 import tensorflow as tf
 
 from kerastricks.config import Config
-from kerastricks.train.preflight import preflight
+from kerastricks.train.preflight import fold_counts, preflight
 
 
 def show_batch_for_config(config: Config, out: str, stage: int = -1) -> str:
@@ -17,6 +17,7 @@ def show_batch_for_config(config: Config, out: str, stage: int = -1) -> str:
 
     inputs = preflight(config)
     chosen = inputs.stages[stage]
+    train_folds = [f for f in fold_counts(inputs.source) if f != config.data.val_fold]
     show_batch(
         inputs.source,
         image_size=chosen.image_size,
@@ -24,8 +25,10 @@ def show_batch_for_config(config: Config, out: str, stage: int = -1) -> str:
         path=out,
         batch_size=chosen.batch_size or config.train.batch_size,
         seed=config.seed,
-        exclude_folds=[config.data.val_fold],
+        folds=train_folds if -1 not in train_folds else None,
         resize=config.data.resize,
+        keys=config.data.keys,
+        num_classes=inputs.source.num_classes,
     )
     return out
 
