@@ -33,14 +33,16 @@ class _GradientAccumulationMixin:
             lambda t: _split(t, steps), tf.keras.utils.unpack_x_y_sample_weight(data)
         )
         variables = self.trainable_variables
-        # The first micro-batch runs outside the loop: Keras builds its loss and metric
-        # containers (creating variables) on their first call, which a loop body cannot do.
+        # The first micro-batch runs outside the loop: its gradients seed the sums and show
+        # which variables get none (Keras leaves those alone), which the loop's fixed
+        # structure must know before it is built.
         first = self._micro_batch_gradients(micro, 0, variables)
         present = [i for i, g in enumerate(first) if g is not None]
 
         def body(i, sums):
             grads = self._micro_batch_gradients(micro, i, variables)
-            return i + 1, [s + tf.convert_to_tensor(grads[j]) for s, j in zip(sums, present, strict=True)]
+            grads = [tf.convert_to_tensor(grads[j]) for j in present]
+            return i + 1, [s + g for s, g in zip(sums, grads, strict=True)]
 
         _, sums = tf.while_loop(
             lambda i, _: i < steps,
