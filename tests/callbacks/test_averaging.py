@@ -11,7 +11,7 @@ import tensorflow as tf
 
 import kerastricks  # noqa: F401
 from kerastricks.callbacks import ModelEMA, StochasticWeightAveraging, enable_ema, update_bn
-from kerastricks.optim import with_lr_multipliers
+from kerastricks.optim import accumulate_gradients, with_lr_multipliers
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(32, 5)).astype("float32")
@@ -45,8 +45,8 @@ class _Recorder(tf.keras.callbacks.Callback):
         self.epochs.append([w.numpy() for w in self.model.trainable_weights])
 
 
-def _ema_model(momentum: float, jit: bool = True):
-    model = _model()
+def _ema_model(momentum: float, jit: bool = True, accumulate: int = 1):
+    model = accumulate_gradients(_model(), accumulate)
     optimizer = tf.keras.optimizers.Adam(0.05)
     optimizer = with_lr_multipliers(optimizer, [model.layers[0], model.layers[1]], [0.5, 1.0])
     enable_ema(optimizer, momentum)
@@ -55,8 +55,10 @@ def _ema_model(momentum: float, jit: bool = True):
     return model, optimizer
 
 
-def test_ema_equals_numpy_average_and_validation_uses_it():
-    model, _ = _ema_model(0.7)
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_ema_equals_numpy_average_and_validation_uses_it(accumulate):
+    # With accumulation the average moves once per update (per batch of 8), not per micro-batch.
+    model, _ = _ema_model(0.7, accumulate=accumulate)
     start = [w.numpy() for w in model.trainable_weights]
     recorder, ema = _Recorder(), ModelEMA()
     history = model.fit(
@@ -68,6 +70,9 @@ def test_ema_equals_numpy_average_and_validation_uses_it():
     for raw in recorder.batches:
         expected = [0.7 * e + 0.3 * w for e, w in zip(expected, raw, strict=True)]
     raw_final = [w.numpy() for w in model.trainable_weights]
+    # fit ended on the raw weights (tf_keras would have written the average in).
+    for got, want in zip(raw_final, recorder.batches[-1], strict=True):
+        np.testing.assert_array_equal(got, want)
     with ema.averaged_weights():
         averaged = [w.numpy() for w in model.trainable_weights]
         val_averaged = model.evaluate(X[:8], Y[:8], verbose=0)
