@@ -173,6 +173,12 @@ class TrainConfig:
         verbose: Keras progress bar mode (1 bar, 2 one line per epoch, 0 silent).
         explain: write a Grad-CAM grid of validation images at the end of every stage
             (`plots/gradcam_<stage>.png`).
+        ema: EMA of the weights with this decay (e.g. 0.999; timm `ModelEmaV2`); validation,
+            best and last weights are the averaged model's. Null: off.
+        swa: stochastic weight averaging from this epoch (1-based int) or fraction of the run
+            (Lightning semantics), BatchNorm statistics recomputed on training data. Null: off.
+        accumulate_steps: gradient accumulation: each update averages this many micro-batches
+            of `batch_size` (effective batch = batch_size x replicas x accumulate_steps).
     """
 
     batch_size: int = 64
@@ -194,6 +200,9 @@ class TrainConfig:
     scale_lr: bool = False
     verbose: int = 1
     explain: bool = False
+    ema: float | None = None
+    swa: int | float | None = None
+    accumulate_steps: int = 1
 
 
 @dataclass

@@ -12,7 +12,13 @@ import tensorflow as tf
 
 from kerastricks.config import Config, StageConfig
 from kerastricks.models import build_classifier, create_backbone, layer_groups
-from kerastricks.optim import create_optimizer, spread_lrs, with_lr_multipliers
+from kerastricks.callbacks import enable_ema
+from kerastricks.optim import (
+    accumulate_gradients,
+    create_optimizer,
+    spread_lrs,
+    with_lr_multipliers,
+)
 from kerastricks.schedules import Staged, get_schedule
 from kerastricks.train.stages import StagePlan
 
@@ -103,5 +109,9 @@ def build_parts(config: Config, plans: list[StagePlan], num_outputs: int, lr_sca
     )
     multipliers = stage_multipliers(config, plans[0].stage, len(groups))
     optimizer = with_lr_multipliers(optimizer, [g.variables for g in groups], multipliers)
+    if config.train.ema is not None:
+        enable_ema(optimizer, config.train.ema)
     optimizer.build([v for v in model.weights if v.trainable])
+    if config.train.accumulate_steps > 1:
+        accumulate_gradients(model, config.train.accumulate_steps)
     return TrainingParts(model, groups, optimizer, schedule)

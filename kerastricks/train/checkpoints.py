@@ -27,14 +27,20 @@ class RunCheckpoint:
         model: the model whose weights are saved.
         optimizer: the optimizer whose state (slots, iterations, LR multipliers) is saved.
         max_to_keep: how many per-epoch checkpoints to keep (at least 2: see module docs).
+        extra: more trackable state to save with them (e.g. SWA's running average).
     """
 
     def __init__(
-        self, run_dir: str, model: tf.keras.Model, optimizer: Any, max_to_keep: int = 2
+        self,
+        run_dir: str,
+        model: tf.keras.Model,
+        optimizer: Any,
+        max_to_keep: int = 2,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         self.folder = os.path.join(run_dir, "checkpoints")
         self.model = model
-        self._checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        self._checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, **(extra or {}))
         self._manager = tf.train.CheckpointManager(
             self._checkpoint, os.path.join(self.folder, "last"), max_to_keep=max(2, max_to_keep)
         )

@@ -112,6 +112,12 @@ def _check_names(config: Config, stages: list[StageConfig]) -> None:
         except (ValueError, KeyError, TypeError) as error:
             raise ConfigError(f"{path}: {error}") from None
     _check_fixed_size(config.model.backbone, stages)
+    if config.train.ema is not None and config.train.swa is not None:
+        raise ConfigError("train.ema and train.swa: pick one weight-averaging method")
+    if config.train.accumulate_steps < 1:
+        raise ConfigError(
+            f"train.accumulate_steps: expected >= 1, got {config.train.accumulate_steps}"
+        )
     weights = config.model.weights
     if weights not in (None, "pretrained") and not os.path.exists(weights):
         raise ConfigError(f"model.weights: file not found: {weights}")

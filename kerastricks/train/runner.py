@@ -99,11 +99,14 @@ def _run(
         config.train.batch_size,
         hardware.replicas,
         config.train.steps_per_epoch,
+        config.train.accumulate_steps,
     )
     lr_scale = float(hardware.replicas) if config.train.scale_lr else 1.0
     with hardware.strategy.scope():
         parts = build_parts(config, plans, source.num_classes, lr_scale)
-    checkpoint = RunCheckpoint(run_dir, parts.model, parts.optimizer)
+    averaging = _averaging(config, parts.model, plans)
+    extra = {"swa": averaging.state} if hasattr(averaging, "state") else None
+    checkpoint = RunCheckpoint(run_dir, parts.model, parts.optimizer, extra=extra)
     state = checkpoint.restore() or {"rows": [], "stage_times": {}, "best": None}
     if state["rows"]:
         print(f"kerastricks: resuming after epoch {len(state['rows'])} of {plans[-1].last_epoch}")
@@ -112,7 +115,11 @@ def _run(
     for plan in plans:
         if len(state["rows"]) >= plan.last_epoch:
             continue
-        _fit_stage(config, inputs, hardware, parts, plan, state, checkpoint, jit, (monitor, mode))
+        _fit_stage(
+            config, inputs, hardware, parts, plan, state, checkpoint, jit, (monitor, mode), averaging
+        )
+    if averaging is not None:
+        averaging.finalize()
     checkpoint.export_last()
     summary = _summarise(config, inputs, hardware, plans, state, (monitor, mode))
     summary["steps"] = int(parts.optimizer.iterations.numpy())
@@ -138,6 +145,7 @@ def _fit_stage(
     checkpoint: RunCheckpoint,
     jit: bool,
     monitor: tuple[str, str],
+    averaging: Any = None,
 ) -> None:
     stage = plan.stage
     groups_on = trainable_groups(stage.unfreeze, len(parts.groups))
@@ -157,8 +165,13 @@ def _fit_stage(
         f"{stage.image_size}px, {groups_on}/{len(parts.groups)} groups train, "
         f"{stage.epochs} epoch(s) x {plan.steps_per_epoch} steps, global batch {plan.global_batch}"
     )
-    recorder = EpochRecorder(parts, plan, state, checkpoint, monitor)
+    recorder = EpochRecorder(parts, plan, state, checkpoint, monitor, averaging)
+    if hasattr(averaging, "bn_data"):
+        # SWA recomputes BatchNorm statistics of the average on this stage's training data.
+        averaging.bn_data = train_ds
+        averaging.bn_steps = min(plan.steps_per_epoch, 20)
     callbacks = [
+        *([averaging] if averaging is not None else []),
         recorder,
         NaNGuard(stage.name or str(plan.index), plan),
         tf.keras.callbacks.TensorBoard(
@@ -196,6 +209,21 @@ def _explain_stage(
     )
 
 
+def _averaging(config: Config, model: tf.keras.Model, plans: list[StagePlan]) -> Any:
+    """The run's weight-averaging callback (EMA or SWA), built once for all stages."""
+    from kerastricks.callbacks import ModelEMA, StochasticWeightAveraging
+
+    if config.train.ema is not None:
+        averaging = ModelEMA()
+        averaging.set_model(model)
+        return averaging
+    if config.train.swa is not None:
+        averaging = StochasticWeightAveraging(config.train.swa, total_epochs=plans[-1].last_epoch)
+        averaging.build(model)
+        return averaging
+    return None
+
+
 def loss_for(config: Config, task: str) -> tf.keras.losses.Loss:
     """The run's loss: from the target type, with smoothing (classification) or focal."""
     train = config.train
@@ -217,7 +245,6 @@ def _stage_datasets(
     data = config.data
     common = {
         "image_size": plan.stage.image_size,
-        "batch_size": plan.global_batch,
         "seed": config.seed,
         "keys": data.keys,
         "num_classes": inputs.source.num_classes,
@@ -226,6 +253,7 @@ def _stage_datasets(
     train_ds = build_dataset(
         inputs.source,
         training=True,
+        batch_size=plan.update_batch,
         augment=config.augment or None,
         exclude_folds=[data.val_fold],
         resize=data.resize,
@@ -237,6 +265,7 @@ def _stage_datasets(
     val_ds = build_dataset(
         inputs.source,
         training=False,
+        batch_size=plan.global_batch,
         folds=[data.val_fold],
         **common,
     )
@@ -278,8 +307,10 @@ class EpochRecorder(tf.keras.callbacks.Callback):
         state: dict[str, Any],
         checkpoint: RunCheckpoint,
         monitor: tuple[str, str],
+        averaging: Any = None,
     ) -> None:
         super().__init__()
+        self.averaging = averaging
         self.parts = parts
         self.plan = plan
         self.state = state
@@ -301,7 +332,7 @@ class EpochRecorder(tf.keras.callbacks.Callback):
             "lr": float(self.parts.schedule(max(step - 1, 0))),
             **{k: float(v) for k, v in (logs or {}).items()},
             "time_s": round(seconds, 3),
-            "img_per_s": round(self.plan.steps_per_epoch * self.plan.global_batch / seconds, 1),
+            "img_per_s": round(self.plan.steps_per_epoch * self.plan.update_batch / seconds, 1),
         }
         self.state["rows"].append(row)
         times = self.state["stage_times"]
@@ -310,7 +341,11 @@ class EpochRecorder(tf.keras.callbacks.Callback):
         best = self.state["best"]
         if value is not None and math.isfinite(value) and _improves(value, best, self.mode):
             self.state["best"] = value
-            self.checkpoint.save_best()
+            if self.averaging is not None:
+                with self.averaging.averaged_weights():
+                    self.checkpoint.save_best()
+            else:
+                self.checkpoint.save_best()
         self.checkpoint.save(self.state)
         write_history(self.state["rows"], os.path.join(self.checkpoint.folder, "..", "history.csv"))
 
@@ -355,7 +390,7 @@ def _summarise(
         stage_rows = [r for r in rows if r["stage"] == plan.index]
         stage_best = best_epoch(stage_rows, name, mode)
         seconds = state["stage_times"].get(str(plan.index), 0.0)
-        images = plan.steps_per_epoch * plan.global_batch * len(stage_rows)
+        images = plan.steps_per_epoch * plan.update_batch * len(stage_rows)
         stages.append(
             {
                 "name": plan.stage.name,

@@ -124,8 +124,8 @@ class StagePlan:
     Args:
         index: position of the stage in the run.
         stage: the stage's config.
-        global_batch: per-replica batch x replicas.
-        steps_per_epoch: training steps per epoch.
+        global_batch: per-replica batch x replicas (one micro-batch when accumulating).
+        steps_per_epoch: optimizer updates per epoch.
         first_epoch: the run-wide index of the stage's first epoch.
         first_step: the run-wide index of the stage's first optimizer step.
     """
@@ -136,6 +136,12 @@ class StagePlan:
     steps_per_epoch: int
     first_epoch: int
     first_step: int
+    accumulate_steps: int = 1
+
+    @property
+    def update_batch(self) -> int:
+        """Samples per optimizer update: the global batch x accumulation steps."""
+        return self.global_batch * self.accumulate_steps
 
     @property
     def last_epoch(self) -> int:
@@ -154,22 +160,24 @@ def plan_stages(
     batch_size: int,
     replicas: int,
     steps_cap: int | None = None,
+    accumulate_steps: int = 1,
 ) -> list[StagePlan]:
-    """Computes each stage's global batch, steps per epoch and run-wide offsets."""
+    """Computes each stage's global batch, updates per epoch and run-wide offsets."""
     plans = []
     epoch = 0
     step = 0
     for i, stage in enumerate(stages):
         global_batch = (stage.batch_size or batch_size) * replicas
-        steps = num_train // global_batch
+        steps = num_train // (global_batch * accumulate_steps)
         if steps < 1:
             raise ValueError(
-                f"train.stages.{i}: the global batch {global_batch} is larger than the "
-                f"{num_train} training records; lower train.batch_size"
+                f"train.stages.{i}: one update needs {global_batch * accumulate_steps} "
+                f"samples but the training folds hold {num_train}; lower train.batch_size "
+                "or train.accumulate_steps"
             )
         if steps_cap is not None:
             steps = min(steps, steps_cap)
-        plans.append(StagePlan(i, stage, global_batch, steps, epoch, step))
+        plans.append(StagePlan(i, stage, global_batch, steps, epoch, step, accumulate_steps))
         epoch += stage.epochs
         step += stage.epochs * steps
     return plans
