@@ -46,7 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_resume(cv)
     pseudo = _verb(verbs, "pseudo-label", "CV rounds with confident pseudo-labels", _pseudo)
     _add_resume(pseudo)
-    predict = _verb(verbs, "predict", "fold ensemble + TTA: predictions.csv, submission.csv", _predict)
+    predict = _verb(
+        verbs, "predict", "fold ensemble + TTA: predictions.csv, submission.csv", _predict
+    )
     predict.add_argument("--run", required=True, metavar="RUN_DIR", help="a train or cv run")
     predict.add_argument("--records", default=None, help="records to predict (default data.test)")
     predict.add_argument("--out", default=None, help="folder for the CSV files (default RUN_DIR)")

@@ -17,7 +17,9 @@ DIGITS_FOLDS = 5
 
 
 def export_digits(folder: str, indices: np.ndarray | None = None) -> str:
-    """Writes the digits as 8x8 grayscale PNGs plus `digits.csv` (path, label, id); returns the CSV."""
+    """Writes the digits as 8x8 grayscale PNGs plus `digits.csv` (path, label, id).
+
+    Returns the CSV's path."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -62,8 +64,6 @@ def prepare_digits(records: str, folds: int = DIGITS_FOLDS, seed: int = 42) -> d
         seed=seed,
         progress=False,
     )
-
-
 
 
 def split_digits_semi(

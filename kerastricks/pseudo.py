@@ -92,8 +92,14 @@ def write_pseudo_records(
     manifest = {
         "format_version": 1,
         "task": task,
-        "features": {"image": "bytes", "label": "int64_list", "id": "bytes", "fold": "int64",
-                     "soft_label": "float_list", "weight": "float"},
+        "features": {
+            "image": "bytes",
+            "label": "int64_list",
+            "id": "bytes",
+            "fold": "int64",
+            "soft_label": "float_list",
+            "weight": "float",
+        },
         "class_names": list(source.class_names),
         "num_classes": int(targets.shape[1]),
         "num_records": written,
@@ -123,8 +129,9 @@ def pseudo_label_rounds(
     if resume is None:
         prepare_run_dir(run_dir, overwrite)
     save_config(config, os.path.join(run_dir, "config.yaml"))
-    unlabeled = resolve_records(config.data.unlabeled, keys=config.data.keys,
-                                num_classes=config.data.num_classes)
+    unlabeled = resolve_records(
+        config.data.unlabeled, keys=config.data.keys, num_classes=config.data.num_classes
+    )
     rows = []
     extra = config.data.extra_records
     for round_index in range(config.pseudo.rounds + 1):
@@ -137,10 +144,15 @@ def pseudo_label_rounds(
         round_dir = os.path.join(run_dir, f"round{round_index}")
         resumable = tf.io.gfile.exists(os.path.join(round_dir, "config.yaml"))
         print(f"\n======== pseudo-label round {round_index}")
-        summary = cross_validate(round_config, resume=round_dir if resumable else None,
-                                 overwrite=not resumable)
-        row = {"round": round_index, "cv_score": summary["cv_score"],
-               "cv_score_plain": summary["cv_score_plain"], "num_oof": summary["num_oof"]}
+        summary = cross_validate(
+            round_config, resume=round_dir if resumable else None, overwrite=not resumable
+        )
+        row = {
+            "round": round_index,
+            "cv_score": summary["cv_score"],
+            "cv_score_plain": summary["cv_score_plain"],
+            "num_oof": summary["num_oof"],
+        }
         row.update(_pseudo_stats(run_dir, round_index))
         rows.append(row)
         if round_index == config.pseudo.rounds:
@@ -167,8 +179,13 @@ def _write_pseudo_report(out: str, result: dict[str, Any], chosen: np.ndarray) -
     # The unlabelled records may carry their true labels (the demo hides them from training);
     # when they do, report the accuracy of the pseudo-labels that were kept.
     predicted = result["tta"].argmax(axis=1)
-    frame = pd.DataFrame({"id": result["ids"][chosen], "pseudo_label": predicted[chosen],
-                          "confidence": result["tta"].max(axis=1)[chosen]})
+    frame = pd.DataFrame(
+        {
+            "id": result["ids"][chosen],
+            "pseudo_label": predicted[chosen],
+            "confidence": result["tta"].max(axis=1)[chosen],
+        }
+    )
     targets = result["targets"]
     if targets.size and np.allclose(targets.sum(axis=1), 1.0):
         frame["true_label"] = targets.argmax(axis=1)[chosen]
@@ -184,4 +201,3 @@ def _pseudo_stats(run_dir: str, round_index: int) -> dict[str, Any]:
     if "true_label" in frame and len(frame):
         accuracy = float((frame["true_label"] == frame["pseudo_label"]).mean())
     return {"pseudo_added": len(frame), "pseudo_accuracy": accuracy}
-

@@ -2,10 +2,10 @@
 
 import os
 
-import kerastricks  # noqa: F401  (Keras 2 API before TensorFlow loads)
 import numpy as np
 import pytest
 
+import kerastricks  # noqa: F401  (Keras 2 API before TensorFlow loads)
 from kerastricks.config import from_dict
 
 TINY_BACKBONE = "resnet18"
@@ -14,9 +14,8 @@ TINY_BACKBONE = "resnet18"
 @pytest.fixture(scope="session")
 def digits_records(tmp_path_factory) -> str:
     """400 real digits (40 per class) as PNG -> TFRecords with 5 stratified folds."""
-    from tfrecords_tools import write_records
-
     from kerastricks.datasets import export_digits
+    from tfrecords_tools import write_records
 
     root = tmp_path_factory.mktemp("digits")
     from sklearn.datasets import load_digits

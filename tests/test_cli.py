@@ -2,10 +2,10 @@
 
 import os
 
-import kerastricks  # noqa: F401
 import pytest
 from PIL import Image
 
+import kerastricks  # noqa: F401
 from kerastricks.cli import main
 from kerastricks.config import save_config
 
@@ -68,8 +68,22 @@ def test_lr_find_prints_suggestions_and_writes_the_plot(config_file, tmp_path, c
 
 
 def test_profile_prints_a_table(capsys):
-    assert main(["profile", "--backbones", "resnet18", "--image-size", "32",
-                 "--batch-size", "4", "--steps", "1"]) == 0
+    assert (
+        main(
+            [
+                "profile",
+                "--backbones",
+                "resnet18",
+                "--image-size",
+                "32",
+                "--batch-size",
+                "4",
+                "--steps",
+                "1",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "resnet18" in out and "train_img_per_s" in out
 

@@ -35,8 +35,9 @@ def test_tensorflow_with_keras3_first_raises_clear_error():
 
 
 def test_tensorflow_first_with_the_variable_set_is_fine():
-    result = run_python("import tensorflow as tf\nimport kerastricks\nprint('ok')",
-                        TF_USE_LEGACY_KERAS="1")
+    result = run_python(
+        "import tensorflow as tf\nimport kerastricks\nprint('ok')", TF_USE_LEGACY_KERAS="1"
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("ok")
 

@@ -1,9 +1,9 @@
 """Config loading: schema errors name the key, overrides apply, the resolved config round-trips."""
 
-import kerastricks  # noqa: F401
 import pytest
 import yaml
 
+import kerastricks  # noqa: F401
 from kerastricks.config import ConfigError, from_dict, load_config, save_config, to_dict
 
 

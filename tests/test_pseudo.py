@@ -1,9 +1,9 @@
 """Pseudo-label selection: threshold and top-k per class, hard and soft targets."""
 
-import kerastricks  # noqa: F401
 import numpy as np
 import pytest
 
+import kerastricks  # noqa: F401
 from kerastricks.pseudo import pseudo_targets, select_confident
 
 PROBS = np.array(

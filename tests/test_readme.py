@@ -5,10 +5,10 @@ import os
 import re
 import shutil
 
-import kerastricks  # noqa: F401
 import pytest
 import yaml
 
+import kerastricks  # noqa: F401
 from kerastricks.config import from_dict
 from kerastricks.config.reference import END, START, render_reference
 

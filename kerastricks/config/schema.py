@@ -68,12 +68,16 @@ class ModelConfig:
         weights: null (random init), `pretrained` (tfimm download), or a local file
             (`.weights.h5`, timm `.safetensors` / `.pth`) for offline use.
         head: the new head.
+        calibrate_bn: before the first stage, set the BatchNorm statistics from training
+            batches (null: only for random init, where the initial statistics make a frozen
+            backbone's features explode).
         kwargs: extra keyword arguments for `tfimm.create_model`.
     """
 
     backbone: str = "efficientnet_b0"
     weights: str | None = None
     head: HeadConfig = field(default_factory=HeadConfig)
+    calibrate_bn: bool | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 

@@ -95,7 +95,9 @@ def _write_fold_oof(fold_dir: str, fold: int, config: Config) -> None:
     model, fold_config = load_trained_model(fold_dir, config.predict.weights)
     task = read_json(os.path.join(fold_dir, "summary.json"))["task"]
     source = resolve_records(
-        fold_config.data.records, keys=fold_config.data.keys, num_classes=fold_config.data.num_classes
+        fold_config.data.records,
+        keys=fold_config.data.keys,
+        num_classes=fold_config.data.num_classes,
     )
     result = predict_records(model, fold_config, source, task, folds=[fold])
     frame = oof_frame(result, fold, task, list(source.class_names))
@@ -103,7 +105,9 @@ def _write_fold_oof(fold_dir: str, fold: int, config: Config) -> None:
     tf.keras.backend.clear_session()
 
 
-def oof_frame(result: dict[str, np.ndarray], fold: int, task: str, class_names: list[str]) -> pd.DataFrame:
+def oof_frame(
+    result: dict[str, np.ndarray], fold: int, task: str, class_names: list[str]
+) -> pd.DataFrame:
     """OOF rows of one fold: id, fold, target (class index for single-label), probabilities
     (`p_*`, TTA-blended) and the plain probabilities (`plain_p_*`)."""
     targets = result["targets"]
@@ -174,4 +178,3 @@ def _print(summary: dict[str, Any], run_dir: str) -> None:
         f"({summary['num_oof']} OOF predictions)"
     )
     print(f"run folder: {run_dir}")
-

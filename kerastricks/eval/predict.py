@@ -166,7 +166,16 @@ def predict(config: Config, run_dir: str, records: str, out_dir: str | None = No
         num_classes=result["config"].data.num_classes,
     )
     paths = write_prediction_files(
-        out_dir or run_dir, result["ids"], result["tta"], list(train_source.class_names), config, task
+        out_dir or run_dir,
+        result["ids"],
+        result["tta"],
+        list(train_source.class_names),
+        config,
+        task,
     )
-    return {"predictions": paths[0], "submission": paths[1], "models": result["models"],
-            "rows": len(result["ids"])}
+    return {
+        "predictions": paths[0],
+        "submission": paths[1],
+        "models": result["models"],
+        "rows": len(result["ids"]),
+    }

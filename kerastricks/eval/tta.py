@@ -78,7 +78,8 @@ def blend_tta(plain: np.ndarray, augmented: Sequence[np.ndarray], beta: float | 
 
 
 def to_probabilities(outputs: np.ndarray, task: str) -> np.ndarray:
-    """Logits to probabilities: softmax (single-label), sigmoid (multi-label), as is (regression)."""
+    """Logits to probabilities: softmax (single-label), sigmoid (multi-label), identity
+    (regression)."""
     outputs = np.asarray(outputs, dtype=np.float64)
     if task == "single_label":
         shifted = outputs - outputs.max(axis=1, keepdims=True)

@@ -10,9 +10,9 @@ from typing import Any
 
 import tensorflow as tf
 
+from kerastricks.callbacks import enable_ema
 from kerastricks.config import Config, StageConfig
 from kerastricks.models import build_classifier, create_backbone, layer_groups
-from kerastricks.callbacks import enable_ema
 from kerastricks.optim import (
     accumulate_gradients,
     create_optimizer,

@@ -41,7 +41,9 @@ def preflight(config: Config, *, holdout: bool = True) -> RunInputs:
         raise ConfigError(str(error)) from None
     _check_names(config, stages)
     _prepare_records(config)
-    source = resolve_records(config.data.records, keys=config.data.keys, num_classes=config.data.num_classes)
+    source = resolve_records(
+        config.data.records, keys=config.data.keys, num_classes=config.data.num_classes
+    )
     per_fold = fold_counts(source)
     if holdout:
         if config.data.val_fold not in per_fold:

@@ -117,3 +117,70 @@ def prepare_run_dir(run_dir: str, overwrite: bool) -> None:
             )
         tf.io.gfile.rmtree(run_dir)
     tf.io.gfile.makedirs(run_dir)
+
+
+def summarise_run(
+    config: Any,
+    inputs: Any,
+    hardware: Any,
+    plans: list[Any],
+    state: dict[str, Any],
+    monitor: tuple[str, str],
+) -> dict[str, Any]:
+    """The run's summary.json: best metric, its epoch and stage, per-stage wall time and
+    images/s, hardware and library versions."""
+    rows = state["rows"]
+    name, mode = monitor
+    best = best_epoch(rows, name, mode)
+    stages = []
+    for plan in plans:
+        stage_rows = [r for r in rows if r["stage"] == plan.index]
+        stage_best = best_epoch(stage_rows, name, mode)
+        seconds = state["stage_times"].get(str(plan.index), 0.0)
+        images = plan.steps_per_epoch * plan.update_batch * len(stage_rows)
+        stages.append(
+            {
+                "name": plan.stage.name,
+                "image_size": plan.stage.image_size,
+                "epochs": plan.stage.epochs,
+                "unfreeze": plan.stage.unfreeze,
+                f"best_{name}": stage_best[name] if stage_best else None,
+                "wall_s": round(seconds, 2),
+                "img_per_s": round(images / seconds, 1) if seconds else None,
+            }
+        )
+    summary: dict[str, Any] = {
+        "name": config.name,
+        "task": inputs.source.task,
+        "monitor": name,
+        "best": best[name] if best else None,
+        "best_epoch": best["epoch"] if best else None,
+        "best_stage": best["stage_name"] if best else None,
+        "epochs": len(rows),
+        "stages": stages,
+        "wall_s": round(sum(state["stage_times"].values()), 2),
+        "hardware": {
+            "strategy": hardware.name,
+            "device": hardware.kind,
+            "replicas": hardware.replicas,
+        },
+        "num_train": inputs.num_train,
+        "num_val": inputs.num_val,
+        "versions": library_versions(),
+    }
+    if name == "val_accuracy":
+        summary["val_accuracy"] = summary["best"]
+    return summary
+
+
+def print_stage_table(summary: dict[str, Any]) -> None:
+    """Prints the best metric, wall time and images/s of every stage."""
+    key = f"best_{summary['monitor']}"
+    print(f"\n{'stage':<12} {'size':>5} {'epochs':>6} {key:>20} {'wall s':>8} {'img/s':>8}")
+    for stage in summary["stages"]:
+        value = stage[key]
+        shown = f"{value:.4f}" if value is not None else "-"
+        print(
+            f"{stage['name']:<12} {stage['image_size']:>5} {stage['epochs']:>6} {shown:>20} "
+            f"{stage['wall_s']:>8.1f} {stage['img_per_s'] or 0:>8.1f}"
+        )

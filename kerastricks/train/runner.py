@@ -9,10 +9,8 @@ run folder is brought up to date, so a killed run resumes where it stopped.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import shutil
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,20 +18,20 @@ import tensorflow as tf
 
 from kerastricks._fs import write_json_atomic
 from kerastricks.config import Config, load_config, save_config
-from kerastricks.data import build_dataset, resolve_records
+from kerastricks.data import build_dataset
 from kerastricks.losses import make_loss, make_metrics, monitor_for
 from kerastricks.models import set_trainable
 from kerastricks.optim import set_lr_multipliers
 from kerastricks.train.build import TrainingParts, build_parts, stage_multipliers
 from kerastricks.train.checkpoints import RunCheckpoint
+from kerastricks.train.epoch_callbacks import EpochRecorder, NaNGuard
 from kerastricks.train.preflight import RunInputs, preflight
 from kerastricks.train.records import (
-    best_epoch,
-    library_versions,
     prepare_run_dir,
+    print_stage_table,
     save_curves,
     save_lr_plot,
-    write_history,
+    summarise_run,
 )
 from kerastricks.train.stages import StagePlan, plan_stages, trainable_groups
 from kerastricks.train.strategy import (
@@ -112,26 +110,39 @@ def _run(
         print(f"kerastricks: resuming after epoch {len(state['rows'])} of {plans[-1].last_epoch}")
     monitor, mode = monitor_for(source.task)
     jit = resolve_jit_compile(config.train.jit_compile, hardware.kind)
+    if not state["rows"]:
+        _calibrate_bn(config, inputs, hardware, parts.model, plans[0])
     for plan in plans:
         if len(state["rows"]) >= plan.last_epoch:
             continue
         _fit_stage(
-            config, inputs, hardware, parts, plan, state, checkpoint, jit, (monitor, mode), averaging
+            config,
+            inputs,
+            hardware,
+            parts,
+            plan,
+            state,
+            checkpoint,
+            jit,
+            (monitor, mode),
+            averaging,
         )
     if averaging is not None:
         averaging.finalize()
     checkpoint.export_last()
-    summary = _summarise(config, inputs, hardware, plans, state, (monitor, mode))
+    summary = summarise_run(config, inputs, hardware, plans, state, (monitor, mode))
     summary["steps"] = int(parts.optimizer.iterations.numpy())
     write_json_atomic(os.path.join(run_dir, "summary.json"), summary)
-    save_curves(state["rows"], monitor.removeprefix("val_"), os.path.join(run_dir, "plots", "curves.png"))
+    save_curves(
+        state["rows"], monitor.removeprefix("val_"), os.path.join(run_dir, "plots", "curves.png")
+    )
     save_lr_plot(
         parts.schedule,
         plans[-1].first_step + plans[-1].total_steps,
         [p.first_step for p in plans],
         os.path.join(run_dir, "plots", "lr.png"),
     )
-    _print_stage_table(summary)
+    print_stage_table(summary)
     return summary, parts.model, state["rows"]
 
 
@@ -165,7 +176,9 @@ def _fit_stage(
         f"{stage.image_size}px, {groups_on}/{len(parts.groups)} groups train, "
         f"{stage.epochs} epoch(s) x {plan.steps_per_epoch} steps, global batch {plan.global_batch}"
     )
-    recorder = EpochRecorder(parts, plan, state, checkpoint, monitor, averaging)
+    recorder = EpochRecorder(
+        parts.optimizer, parts.schedule, plan, state, checkpoint, monitor, averaging
+    )
     if hasattr(averaging, "bn_data"):
         # SWA recomputes BatchNorm statistics of the average on this stage's training data.
         averaging.bn_data = train_ds
@@ -207,6 +220,23 @@ def _explain_stage(
     save_grad_cam_grid(
         model, images.numpy(), labels.numpy().argmax(axis=1), list(source.class_names), path
     )
+
+
+def _calibrate_bn(
+    config: Config, inputs: RunInputs, hardware: Hardware, model: tf.keras.Model, plan: StagePlan
+) -> None:
+    """Data-dependent BatchNorm statistics for a randomly initialised backbone: its initial
+    statistics (mean 0, variance 1) let activations grow without bound through a deep
+    network in inference mode (measured: efficientnet_b0 features ~1e14), which makes a
+    frozen-backbone stage meaningless."""
+    from kerastricks.callbacks import update_bn
+
+    wanted = config.model.calibrate_bn
+    if wanted is False or (wanted is None and config.model.weights is not None):
+        return
+    train_ds, _ = _stage_datasets(config, inputs, plan, hardware)
+    batches = update_bn(model, train_ds, steps=10)
+    print(f"kerastricks: BatchNorm statistics calibrated on {batches} training batches")
 
 
 def _averaging(config: Config, model: tf.keras.Model, plans: list[StagePlan]) -> Any:
@@ -295,143 +325,6 @@ class RunResult:
     run_dir: str
     model: tf.keras.Model
     history: list[dict[str, Any]]
-
-
-class EpochRecorder(tf.keras.callbacks.Callback):
-    """Appends one history row per epoch, keeps the best weights and checkpoints the run."""
-
-    def __init__(
-        self,
-        parts: TrainingParts,
-        plan: StagePlan,
-        state: dict[str, Any],
-        checkpoint: RunCheckpoint,
-        monitor: tuple[str, str],
-        averaging: Any = None,
-    ) -> None:
-        super().__init__()
-        self.averaging = averaging
-        self.parts = parts
-        self.plan = plan
-        self.state = state
-        self.checkpoint = checkpoint
-        self.monitor, self.mode = monitor
-        self._start = 0.0
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        seconds = time.perf_counter() - self._start
-        step = int(self.parts.optimizer.iterations.numpy())
-        row = {
-            "epoch": epoch,
-            "stage": self.plan.index,
-            "stage_name": self.plan.stage.name,
-            "image_size": self.plan.stage.image_size,
-            "lr": float(self.parts.schedule(max(step - 1, 0))),
-            **{k: float(v) for k, v in (logs or {}).items()},
-            "time_s": round(seconds, 3),
-            "img_per_s": round(self.plan.steps_per_epoch * self.plan.update_batch / seconds, 1),
-        }
-        self.state["rows"].append(row)
-        times = self.state["stage_times"]
-        times[str(self.plan.index)] = times.get(str(self.plan.index), 0.0) + seconds
-        value = row.get(self.monitor)
-        best = self.state["best"]
-        if value is not None and math.isfinite(value) and _improves(value, best, self.mode):
-            self.state["best"] = value
-            if self.averaging is not None:
-                with self.averaging.averaged_weights():
-                    self.checkpoint.save_best()
-            else:
-                self.checkpoint.save_best()
-        self.checkpoint.save(self.state)
-        write_history(self.state["rows"], os.path.join(self.checkpoint.folder, "..", "history.csv"))
-
-
-def _improves(value: float, best: float | None, mode: str) -> bool:
-    if best is None:
-        return True
-    return value > best if mode == "max" else value < best
-
-
-class NaNGuard(tf.keras.callbacks.Callback):
-    """Stops the run on a NaN or infinite loss, naming the stage and the step."""
-
-    def __init__(self, stage_name: str, plan: StagePlan) -> None:
-        super().__init__()
-        self.stage_name = stage_name
-        self.plan = plan
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            step = int(self.model.optimizer.iterations.numpy())
-            raise FloatingPointError(
-                f"loss is {loss} in stage '{self.stage_name}' at step {step} (batch {batch} of "
-                "the epoch). Lower the stage's lr, check the labels, or use precision: float32."
-            )
-
-
-def _summarise(
-    config: Config,
-    inputs: RunInputs,
-    hardware: Hardware,
-    plans: list[StagePlan],
-    state: dict[str, Any],
-    monitor: tuple[str, str],
-) -> dict[str, Any]:
-    rows = state["rows"]
-    name, mode = monitor
-    best = best_epoch(rows, name, mode)
-    stages = []
-    for plan in plans:
-        stage_rows = [r for r in rows if r["stage"] == plan.index]
-        stage_best = best_epoch(stage_rows, name, mode)
-        seconds = state["stage_times"].get(str(plan.index), 0.0)
-        images = plan.steps_per_epoch * plan.update_batch * len(stage_rows)
-        stages.append(
-            {
-                "name": plan.stage.name,
-                "image_size": plan.stage.image_size,
-                "epochs": plan.stage.epochs,
-                "unfreeze": plan.stage.unfreeze,
-                f"best_{name}": stage_best[name] if stage_best else None,
-                "wall_s": round(seconds, 2),
-                "img_per_s": round(images / seconds, 1) if seconds else None,
-            }
-        )
-    summary: dict[str, Any] = {
-        "name": config.name,
-        "task": inputs.source.task,
-        "monitor": name,
-        "best": best[name] if best else None,
-        "best_epoch": best["epoch"] if best else None,
-        "best_stage": best["stage_name"] if best else None,
-        "epochs": len(rows),
-        "stages": stages,
-        "wall_s": round(sum(state["stage_times"].values()), 2),
-        "hardware": {"strategy": hardware.name, "device": hardware.kind, "replicas": hardware.replicas},
-        "num_train": inputs.num_train,
-        "num_val": inputs.num_val,
-        "versions": library_versions(),
-    }
-    if name == "val_accuracy":
-        summary["val_accuracy"] = summary["best"]
-    return summary
-
-
-def _print_stage_table(summary: dict[str, Any]) -> None:
-    key = f"best_{summary['monitor']}"
-    print(f"\n{'stage':<12} {'size':>5} {'epochs':>6} {key:>20} {'wall s':>8} {'img/s':>8}")
-    for stage in summary["stages"]:
-        value = stage[key]
-        shown = f"{value:.4f}" if value is not None else "-"
-        print(
-            f"{stage['name']:<12} {stage['image_size']:>5} {stage['epochs']:>6} {shown:>20} "
-            f"{stage['wall_s']:>8.1f} {stage['img_per_s'] or 0:>8.1f}"
-        )
 
 
 def _worker_dir(run_dir: str) -> str:

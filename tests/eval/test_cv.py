@@ -3,12 +3,12 @@
 import json
 import os
 
-import kerastricks  # noqa: F401
 import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
 
+import kerastricks  # noqa: F401
 from kerastricks.eval import cross_validate, predict, score_oof
 from kerastricks.pseudo import pseudo_label_rounds
 from kerastricks.train.preflight import preflight
@@ -29,9 +29,9 @@ FAST_TRAIN = {
 def semi_records(tmp_path_factory):
     """Labelled digits with 2 folds, unlabelled digits (true labels stored), disjoint ids."""
     from sklearn.datasets import load_digits
-    from tfrecords_tools import write_records
 
     from kerastricks.datasets import export_digits
+    from tfrecords_tools import write_records
 
     root = tmp_path_factory.mktemp("semi")
     targets = load_digits().target
@@ -83,8 +83,9 @@ def test_cv_writes_complete_oof_and_a_score_that_recomputes(tmp_path, semi_recor
     assert {"id", "fold", "target"} <= set(oof.columns)
     assert len([c for c in oof.columns if c.startswith("p_")]) == 10
     saved = json.load(open(os.path.join(run_dir, "summary.json")))
-    recomputed = float((oof[[f"p_{i}" for i in range(10)]].to_numpy().argmax(1)
-                        == oof["target"]).mean())
+    recomputed = float(
+        (oof[[f"p_{i}" for i in range(10)]].to_numpy().argmax(1) == oof["target"]).mean()
+    )
     assert saved["cv_score"] == pytest.approx(recomputed, abs=1e-12)
     assert saved["cv_score"] == pytest.approx(score_oof(oof, "single_label"))
     assert saved["cv_score_plain"] == pytest.approx(score_oof(oof, "single_label", plain=True))

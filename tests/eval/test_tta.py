@@ -1,10 +1,10 @@
 """TTA: fastai's blend arithmetic and the named transforms."""
 
-import kerastricks  # noqa: F401
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import kerastricks  # noqa: F401
 from kerastricks.eval.tta import blend_tta, get_tta_transform, to_probabilities
 
 

@@ -6,9 +6,10 @@ Usage: python _distributed_worker.py mirrored|multi_worker CONFIG.yaml OUT.json
 import json
 import sys
 
-import kerastricks  # noqa: F401
 import numpy as np
 import tensorflow as tf
+
+import kerastricks  # noqa: F401
 
 
 def main() -> None:

@@ -2,20 +2,18 @@
 
 import os
 
-import kerastricks  # noqa: F401
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import kerastricks  # noqa: F401
 from kerastricks.train import train
 from kerastricks.train.build import build_model
 
 
 @pytest.mark.slow
 def test_swa_run_ends_on_the_mean_of_the_averaged_epochs(make_config):
-    config = make_config(
-        train={"swa": 2, "stages": [{"epochs": 3, "image_size": 16, "lr": 3e-3}]}
-    )
+    config = make_config(train={"swa": 2, "stages": [{"epochs": 3, "image_size": 16, "lr": 3e-3}]})
     result = train(config)
     checkpoints = tf.train.get_checkpoint_state(
         os.path.join(result.run_dir, "checkpoints", "last")
@@ -38,8 +36,13 @@ def test_swa_run_ends_on_the_mean_of_the_averaged_epochs(make_config):
 @pytest.mark.slow
 def test_ema_and_accumulation_runs_count_updates(make_config):
     config = make_config(
-        train={"ema": 0.9, "accumulate_steps": 2, "batch_size": 8, "steps_per_epoch": None,
-               "stages": [{"epochs": 1, "image_size": 16, "lr": 1e-3}]}
+        train={
+            "ema": 0.9,
+            "accumulate_steps": 2,
+            "batch_size": 8,
+            "steps_per_epoch": None,
+            "stages": [{"epochs": 1, "image_size": 16, "lr": 1e-3}],
+        }
     )
     result = train(config)
     assert result.summary["steps"] == 320 // 16, "one update per 2 micro-batches of 8"

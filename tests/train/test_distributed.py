@@ -7,10 +7,10 @@ import socket
 import subprocess
 import sys
 
-import kerastricks  # noqa: F401
 import numpy as np
 import pytest
 
+import kerastricks  # noqa: F401
 from kerastricks.config import save_config
 
 WORKER = os.path.join(os.path.dirname(__file__), "_distributed_worker.py")
@@ -25,8 +25,12 @@ def free_port() -> int:
 def small_config(make_config, tmp_path, name):
     config = make_config(
         name=name,
-        train={"batch_size": 8, "steps_per_epoch": 3, "validation_steps": 1,
-               "stages": [{"epochs": 2, "image_size": 16, "lr": 1e-3}]},
+        train={
+            "batch_size": 8,
+            "steps_per_epoch": 3,
+            "validation_steps": 1,
+            "stages": [{"epochs": 2, "image_size": 16, "lr": 1e-3}],
+        },
     )
     path = str(tmp_path / f"{name}.yaml")
     save_config(config, path)
@@ -37,8 +41,9 @@ def small_config(make_config, tmp_path, name):
 def test_mirrored_two_replicas_keep_identical_weights(make_config, tmp_path):
     config, path = small_config(make_config, tmp_path, "mirrored")
     out = str(tmp_path / "mirrored.json")
-    result = subprocess.run([sys.executable, WORKER, "mirrored", path, out],
-                            capture_output=True, text=True, timeout=400)
+    result = subprocess.run(
+        [sys.executable, WORKER, "mirrored", path, out], capture_output=True, text=True, timeout=400
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.load(open(out))
     assert report["strategy"] == "mirrored" and report["replicas"] == 2
@@ -57,12 +62,22 @@ def test_multi_worker_two_processes_finish(make_config, tmp_path):
     processes = []
     for index in range(2):
         env = dict(os.environ)
-        env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker",
-                                                                     "index": index}})
+        env["TF_CONFIG"] = json.dumps(
+            {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        )
         out = str(tmp_path / f"worker{index}.json")
-        processes.append((subprocess.Popen(
-            [sys.executable, WORKER, "multi_worker", path, out], env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), out))
+        processes.append(
+            (
+                subprocess.Popen(
+                    [sys.executable, WORKER, "multi_worker", path, out],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                ),
+                out,
+            )
+        )
     reports = []
     for process, out in processes:
         output, _ = process.communicate(timeout=500)

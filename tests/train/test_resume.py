@@ -7,11 +7,11 @@ import subprocess
 import sys
 import time
 
-import kerastricks  # noqa: F401
 import pandas as pd
 import pytest
 import yaml
 
+import kerastricks  # noqa: F401
 from kerastricks.config import save_config
 
 STAGES = [
@@ -31,8 +31,9 @@ def test_kill_and_resume_gives_the_same_epochs_and_steps(make_config, tmp_path):
     save_config(config, path)
     run_dir = os.path.join(config.output, config.name)
     state = os.path.join(run_dir, "checkpoints", "state.json")
-    process = subprocess.Popen(cli("train", path), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        cli("train", path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 240
     while time.time() < deadline and process.poll() is None:
         if os.path.exists(state) and len(json.load(open(state))["rows"]) >= 1:
@@ -45,8 +46,9 @@ def test_kill_and_resume_gives_the_same_epochs_and_steps(make_config, tmp_path):
     assert 1 <= done_before < 4
     assert not os.path.exists(os.path.join(run_dir, "summary.json"))
 
-    resumed = subprocess.run(cli("train", path, "--resume", run_dir), capture_output=True,
-                             text=True, timeout=400)
+    resumed = subprocess.run(
+        cli("train", path, "--resume", run_dir), capture_output=True, text=True, timeout=400
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming after epoch {done_before}" in resumed.stdout
     history = pd.read_csv(os.path.join(run_dir, "history.csv"))

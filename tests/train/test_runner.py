@@ -3,12 +3,12 @@
 import json
 import os
 
-import kerastricks  # noqa: F401
 import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
 
+import kerastricks  # noqa: F401
 from kerastricks.config import ConfigError
 from kerastricks.models import layer_groups
 from kerastricks.train import train
@@ -45,7 +45,9 @@ def moved(before, after):
 
 
 def test_head_stage_freezes_backbone_weights_and_bn_statistics(make_config):
-    config = make_config(train={"stages": TWO_STAGES[:1]})
+    config = make_config(
+        model={"backbone": "resnet18", "calibrate_bn": False}, train={"stages": TWO_STAGES[:1]}
+    )
     start, _ = group_snapshot(initial_weights(config, 16))
     result = train(config)
     end, groups = group_snapshot(result.model)
@@ -54,6 +56,14 @@ def test_head_stage_freezes_backbone_weights_and_bn_statistics(make_config):
     assert not any(changed[:-1]), f"frozen groups moved: {changed}"
     bn_stats = [n for g in start[:-1] for n in g if "moving_mean" in n or "moving_var" in n]
     assert len(bn_stats) > 10, "resnet18's frozen groups hold BatchNorm statistics"
+
+
+def test_random_init_gets_calibrated_bn_statistics_before_a_frozen_stage(make_config, capsys):
+    config = make_config(train={"stages": TWO_STAGES[:1], "steps_per_epoch": 1})
+    result = train(config)
+    assert "BatchNorm statistics calibrated on 10 training batches" in capsys.readouterr().out
+    means = [v.numpy() for v in result.model.weights if "moving_mean" in v.name]
+    assert all(np.abs(m).max() > 0 for m in means), "every BN layer saw the data"
 
 
 def test_second_stage_trains_every_group_and_records_both_stages(make_config):
@@ -70,8 +80,13 @@ def test_second_stage_trains_every_group_and_records_both_stages(make_config):
     assert summary["val_accuracy"] == pytest.approx(history["val_accuracy"].max())
     assert [s["image_size"] for s in summary["stages"]] == [16, 32]
     assert summary["versions"]["tensorflow"].startswith("2.")
-    for name in ("config.yaml", "plots/curves.png", "plots/lr.png",
-                 "checkpoints/best.weights.h5", "checkpoints/last.weights.h5"):
+    for name in (
+        "config.yaml",
+        "plots/curves.png",
+        "plots/lr.png",
+        "checkpoints/best.weights.h5",
+        "checkpoints/last.weights.h5",
+    ):
         assert os.path.exists(os.path.join(result.run_dir, name)), name
     assert tf.io.gfile.glob(os.path.join(result.run_dir, "tensorboard", "train", "*"))
 
@@ -110,8 +125,9 @@ def test_nan_loss_stops_with_the_stage_and_step(make_config):
     config = make_config(
         train={
             "optimizer": {"name": "sgd", "weight_decay": 0.0},
-            "stages": [{"name": "boom", "epochs": 1, "image_size": 16, "lr": 1e30,
-                        "schedule": "constant"}],
+            "stages": [
+                {"name": "boom", "epochs": 1, "image_size": 16, "lr": 1e30, "schedule": "constant"}
+            ],
         }
     )
     with pytest.raises(FloatingPointError, match="stage 'boom' at step"):
@@ -135,10 +151,14 @@ def test_vit_with_two_sizes_is_refused_before_training(make_config):
 def test_vit_runs_two_stages_at_its_size(make_config):
     config = make_config(
         model={"backbone": "vit_tiny_patch16_224", "head": {"dropout": 0.0}},
-        train={"steps_per_epoch": 1, "validation_steps": 1, "stages": [
-            {"epochs": 1, "image_size": 32, "unfreeze": "head", "lr": 1e-3},
-            {"epochs": 1, "image_size": 32, "unfreeze": "all", "lr": 1e-3},
-        ]},
+        train={
+            "steps_per_epoch": 1,
+            "validation_steps": 1,
+            "stages": [
+                {"epochs": 1, "image_size": 32, "unfreeze": "head", "lr": 1e-3},
+                {"epochs": 1, "image_size": 32, "unfreeze": "all", "lr": 1e-3},
+            ],
+        },
     )
     result = train(config)
     assert [row["stage"] for row in result.history] == [0, 1]

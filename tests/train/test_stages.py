@@ -1,8 +1,8 @@
 """Recipes expand into the stages fastai and the seeds describe; plans count steps right."""
 
-import kerastricks  # noqa: F401
 import pytest
 
+import kerastricks  # noqa: F401
 from kerastricks.config import RecipeConfig, StageConfig, TrainConfig
 from kerastricks.train.stages import (
     fine_tune_stages,
