@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.kerastricks-installed
 
-.PHONY: setup demo test lint format bench clean
+.PHONY: setup demo test lint format bench docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/write_tfrecords.py
 	$(BIN)/python benchmarks/pipeline.py
 	$(BIN)/python benchmarks/lr_multipliers.py
+
+docs: $(STAMP)
+	$(BIN)/python -m kerastricks.config.reference --update
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

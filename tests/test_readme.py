@@ -23,8 +23,7 @@ def blocks(language):
 def test_readme_yaml_reference_matches_the_schema():
     start, end = README.index(START), README.index(END) + len(END)
     assert README[start:end] == render_reference(), (
-        "README's YAML reference is stale: regenerate it with "
-        "`python -m kerastricks.config.reference` and paste it between the markers"
+        "README's YAML reference is stale: regenerate it with `make docs`"
     )
 
 

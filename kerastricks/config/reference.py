@@ -95,5 +95,22 @@ def render_reference() -> str:
     return "\n".join(parts)
 
 
+def update_readme(path: str = "README.md") -> bool:
+    """Rewrites the README's reference between the markers; True when it changed."""
+    with open(path) as f:
+        text = f.read()
+    start, end = text.index(START), text.index(END) + len(END)
+    updated = text[:start] + render_reference() + text[end:]
+    if updated != text:
+        with open(path, "w") as f:
+            f.write(updated)
+    return updated != text
+
+
 if __name__ == "__main__":
-    print(render_reference())
+    import sys
+
+    if sys.argv[1:] == ["--update"]:
+        print("README.md updated" if update_readme() else "README.md already current")
+    else:
+        print(render_reference())
