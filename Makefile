@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/kerastricks train configs/digits.yaml
+	$(BIN)/kerastricks train configs/digits.yaml --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
