@@ -154,6 +154,16 @@ def _tensorflow_files() -> dict:
     return {"version": distribution.version, "path": str(path), "mtime": path.stat().st_mtime_ns}
 
 
+def _attached_weights_file(path: Path) -> str:
+    """A timm-format checkpoint of resnet18, as a Kaggle user attaches one for offline runs."""
+    from safetensors.numpy import save_file
+
+    from kerastricks.models import create_backbone, timm_state_dict
+
+    save_file(timm_state_dict(create_backbone("resnet18", input_size=32)), str(path))
+    return str(path)
+
+
 def _kernel_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from ipykernel.kernelspec import install
 
@@ -193,7 +203,11 @@ def test_notebook_runs_end_to_end_on_cpu(tmp_path, monkeypatch):
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "outputs committed"
     (parameters,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     output = tmp_path / "out"
-    parameters.source += f"\n# injected by the test\n{TINY_PARAMETERS}OUTPUT = {str(output)!r}\n"
+    weights = _attached_weights_file(tmp_path / "resnet18.safetensors")
+    parameters.source += (
+        f"\n# injected by the test\n{TINY_PARAMETERS}"
+        f"OUTPUT = {str(output)!r}\nWEIGHTS = {weights!r}\n"
+    )
     nb.cells.append(nbformat.v4.new_code_cell(PROBE))
     _kernel_env(tmp_path, monkeypatch)
     tf_before = _tensorflow_files()
@@ -215,6 +229,7 @@ def test_notebook_runs_end_to_end_on_cpu(tmp_path, monkeypatch):
     cv_dir = Path(probe["cv_dir"])
     history = pd.read_csv(cv_dir / "fold0" / "history.csv")
     assert history["image_size"].tolist() == [16, 32]
+    assert history["stage_name"].tolist() == ["head_16px", "all_32px"], "WEIGHTS: head first"
     cv_text = _outputs(_cell_with(nb, "cross_validate("))
     assert "fold 0: training" not in cv_text, "fold 0 was trained in step 6 and must be reused"
     assert "fold 1: training" in cv_text
