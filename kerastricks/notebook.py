@@ -283,8 +283,8 @@ def tensorflow_version() -> str | None:
         return None
     providers = importlib.metadata.packages_distributions().get("tensorflow", [])
     known = [name for name in providers if normalize_name(name) in TENSORFLOW_DISTRIBUTIONS]
-    for name in known or providers:
-        return importlib.metadata.version(name)
+    if known or providers:
+        return importlib.metadata.version((known or providers)[0])
     code = "import tensorflow as tf; print(tf.__version__)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     version = result.stdout.strip().splitlines()[-1:] if result.returncode == 0 else []

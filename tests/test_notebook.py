@@ -143,6 +143,64 @@ def test_missing_wheels_dir_fails_before_pip(tmp_path, monkeypatch):
     assert calls == []
 
 
+def _fake_environment(monkeypatch, installed, tf_versions):
+    """Patches what install_missing sees and records its pip calls (with the constraints)."""
+    import kerastricks.notebook as notebook
+
+    versions = iter(tf_versions)
+    calls = []
+
+    def fake_run(command, check):
+        constraints = (
+            command[command.index("--constraint") + 1] if "--constraint" in command else None
+        )
+        calls.append((command, Path(constraints).read_text().split() if constraints else None))
+
+    monkeypatch.setattr(notebook, "installed_distributions", lambda: dict(installed))
+    monkeypatch.setattr(notebook, "tensorflow_version", lambda: next(versions))
+    monkeypatch.setattr(notebook.subprocess, "run", fake_run)
+    return calls
+
+
+def test_install_missing_runs_the_plan_with_this_python(monkeypatch, capsys):
+    installed = {k: v for k, v in COMPLETE.items() if k not in ("tfimm", "safetensors")}
+    calls = _fake_environment(monkeypatch, installed, ["2.21.0", "2.21.0"])
+    plan = install_missing()
+    commands = [command for command, _ in calls]
+    assert commands == [
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--ignore-requires-python",
+            TFIMM,
+            "--quiet",
+        ],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--constraint",
+            commands[1][5],
+            "safetensors",
+            "--quiet",
+        ],
+    ]
+    assert "tensorflow==2.21.0" in calls[1][1] and "tf-keras==2.21.0" in calls[1][1]
+    assert plan.requirements == [TFIMM, "safetensors"]
+    assert "installed: tfimm==0.2.14, safetensors" in capsys.readouterr().out
+
+
+def test_install_missing_refuses_a_changed_tensorflow(monkeypatch):
+    installed = {k: v for k, v in COMPLETE.items() if k != "tfimm"}
+    _fake_environment(monkeypatch, installed, ["2.21.0", "2.22.0"])
+    with pytest.raises(RuntimeError, match="TensorFlow changed from 2.21.0 to 2.22.0"):
+        install_missing()
+
+
 # ---------------------------------------------------------------------------------------------
 # The notebook, end to end
 
