@@ -126,6 +126,9 @@ def pseudo_label_rounds(
     run_dir = resume or os.path.join(config.output, config.name)
     if config.data.unlabeled is None:
         raise ValueError("data.unlabeled: pseudo-labelling needs the records to pseudo-label")
+    from kerastricks.train.strategy import detect_hardware
+
+    hardware = detect_hardware(config.train.strategy)
     if resume is None:
         prepare_run_dir(run_dir, overwrite)
     save_config(config, os.path.join(run_dir, "config.yaml"))
@@ -145,7 +148,10 @@ def pseudo_label_rounds(
         resumable = tf.io.gfile.exists(os.path.join(round_dir, "config.yaml"))
         print(f"\n======== pseudo-label round {round_index}")
         summary = cross_validate(
-            round_config, resume=round_dir if resumable else None, overwrite=not resumable
+            round_config,
+            resume=round_dir if resumable else None,
+            overwrite=not resumable,
+            hardware=hardware,
         )
         row = {
             "round": round_index,

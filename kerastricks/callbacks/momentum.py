@@ -6,9 +6,8 @@ from typing import Any
 
 import tensorflow as tf
 
+from kerastricks._mixins import with_mixin
 from kerastricks.callbacks._optimizer import innermost_optimizer
-
-_CLASS_CACHE: dict[type, type] = {}
 
 
 class _FloatConfigMixin:
@@ -21,16 +20,7 @@ class _FloatConfigMixin:
 
 
 def _float_config_class(base: type) -> type:
-    cls = _CLASS_CACHE.get(base)
-    if cls is None:
-        # Same name and module, so serialisation and checkpoints see the optimizer's own class.
-        cls = type(
-            base.__name__,
-            (_FloatConfigMixin, base),
-            {"__module__": base.__module__, "__qualname__": base.__qualname__},
-        )
-        _CLASS_CACHE[base] = cls
-    return cls
+    return with_mixin(_FloatConfigMixin, base)
 
 
 class MomentumScheduler(tf.keras.callbacks.Callback):

@@ -24,22 +24,37 @@ from kerastricks.train.records import library_versions, prepare_run_dir
 
 
 def cross_validate(
-    config: Config, *, resume: str | None = None, overwrite: bool = False
+    config: Config,
+    *,
+    resume: str | None = None,
+    overwrite: bool = False,
+    hardware: Any = None,
 ) -> dict[str, Any]:
     """`kerastricks cv`: trains the listed folds (default all), writes `oof.csv` and the
-    CV score (plain and with TTA) into `<output>/<name>/summary.json`."""
+    CV score (plain and with TTA) into `<output>/<name>/summary.json`.
+
+    Args:
+        config: the run config; `cv.folds` lists the folds to train (null: all).
+        resume: a CV run folder to continue (finished folds are kept as they are).
+        overwrite: replace an existing run folder of the same name.
+        hardware: a strategy from `detect_hardware`, shared by every fold (a TPU is
+            initialised once).
+    """
+    from kerastricks.train.strategy import detect_hardware
+
     if resume is not None:
         config = load_config(os.path.join(resume, "config.yaml"))
-        run_dir = resume
-    else:
-        run_dir = os.path.join(config.output, config.name)
-        prepare_run_dir(run_dir, overwrite)
+    run_dir = resume or os.path.join(config.output, config.name)
+    # Before anything reads records: multi-worker collectives must be configured first.
+    hardware = hardware or detect_hardware(config.train.strategy)
     inputs = preflight(config, holdout=False)
     folds = _folds(config, inputs.source)
+    if resume is None:
+        prepare_run_dir(run_dir, overwrite)
     save_config(config, os.path.join(run_dir, "config.yaml"))
     fold_results = []
     for fold in folds:
-        fold_results.append(_run_fold(config, run_dir, fold))
+        fold_results.append(_run_fold(config, run_dir, fold, hardware))
     oof = pd.concat([r["oof"] for r in fold_results], ignore_index=True)
     write_text_atomic(os.path.join(run_dir, "oof.csv"), oof.to_csv(index=False))
     summary = _summarise(config, inputs.source, oof, fold_results, folds)
@@ -62,7 +77,7 @@ def _folds(config: Config, source: Any) -> list[int]:
     return list(folds)
 
 
-def _run_fold(config: Config, run_dir: str, fold: int) -> dict[str, Any]:
+def _run_fold(config: Config, run_dir: str, fold: int, hardware: Any) -> dict[str, Any]:
     from kerastricks.train import train
 
     fold_dir = os.path.join(run_dir, f"fold{fold}")
@@ -72,7 +87,7 @@ def _run_fold(config: Config, run_dir: str, fold: int) -> dict[str, Any]:
         state = os.path.join(fold_dir, "checkpoints", "state.json")
         if tf.io.gfile.exists(state):
             print(f"\n==== fold {fold}: resuming {fold_dir}")
-            train(config, resume=fold_dir)
+            train(config, resume=fold_dir, hardware=hardware)
         else:
             print(f"\n==== fold {fold}: training, validated on fold {fold} only")
             fold_config = dataclasses.replace(
@@ -81,7 +96,7 @@ def _run_fold(config: Config, run_dir: str, fold: int) -> dict[str, Any]:
                 output=run_dir,
                 data=dataclasses.replace(config.data, val_fold=fold),
             )
-            train(fold_config, overwrite=True)
+            train(fold_config, overwrite=True, hardware=hardware)
     if not tf.io.gfile.exists(oof_path):
         _write_fold_oof(fold_dir, fold, config)
     frame = pd.read_csv(tf.io.gfile.GFile(oof_path))

@@ -18,8 +18,9 @@ from typing import Any
 
 import tensorflow as tf
 
+from kerastricks._mixins import with_mixin
+
 _STEPS_ATTR = "_accumulate_steps"
-_CLASS_CACHE: dict[type, type] = {}
 
 
 class _GradientAccumulationMixin:
@@ -138,13 +139,4 @@ def accumulation_steps(model: tf.keras.Model) -> int:
 
 
 def _accumulating_class(base: type) -> type:
-    cls = _CLASS_CACHE.get(base)
-    if cls is None:
-        # Same name and module as the base, so saving and loading see the model's own class.
-        cls = type(
-            base.__name__,
-            (_GradientAccumulationMixin, base),
-            {"__module__": base.__module__, "__qualname__": base.__qualname__},
-        )
-        _CLASS_CACHE[base] = cls
-    return cls
+    return with_mixin(_GradientAccumulationMixin, base)

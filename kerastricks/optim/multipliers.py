@@ -15,9 +15,10 @@ from typing import Any
 
 import tensorflow as tf
 
+from kerastricks._mixins import with_mixin
+
 _MULTIPLIER_ATTR = "_lr_multipliers"
 _GROUP_INDEX_ATTR = "_lr_group_index"
-_CLASS_CACHE: dict[type, type] = {}
 
 
 # tf_keras optimizers whose step is exactly proportional to the learning rate, with state
@@ -244,16 +245,8 @@ def _install(target, index: dict[Any, int], multipliers: Sequence[float]) -> Non
 
 
 def _multiplier_class(base: type) -> type:
-    cls = _CLASS_CACHE.get(base)
-    if cls is None:
-        # Same name and module as the base, so serialisation sees the optimizer's own class.
-        cls = type(
-            base.__name__,
-            (_LRMultiplierMixin, base),
-            {"__module__": base.__module__, "__qualname__": base.__qualname__},
-        )
-        _register_like(cls, base)
-        _CLASS_CACHE[base] = cls
+    cls = with_mixin(_LRMultiplierMixin, base)
+    _register_like(cls, base)
     return cls
 
 

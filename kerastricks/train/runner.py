@@ -197,7 +197,7 @@ def _fit_stage(
         initial_epoch=len(state["rows"]),
         steps_per_epoch=plan.steps_per_epoch,
         validation_data=val_ds,
-        validation_steps=config.train.validation_steps,
+        validation_steps=_validation_steps(config, inputs, plan),
         callbacks=callbacks,
         verbose=config.train.verbose,
     )
@@ -220,6 +220,14 @@ def _explain_stage(
     save_grad_cam_grid(
         model, images.numpy(), labels.numpy().argmax(axis=1), list(source.class_names), path
     )
+
+
+def _validation_steps(config: Config, inputs: RunInputs, plan: StagePlan) -> int | None:
+    # A cap above the held-out fold's batch count makes Keras warn that it ran out of data.
+    if config.train.validation_steps is None:
+        return None
+    available = -(-inputs.num_val // plan.global_batch)
+    return max(1, min(config.train.validation_steps, available))
 
 
 def _calibrate_bn(
