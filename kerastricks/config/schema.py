@@ -24,7 +24,8 @@ class DataConfig:
         val_fold: the fold that `kerastricks train` holds out for validation.
         resize: training resize policy: `squash`, `center_crop` or `random_resized_crop`.
         cache: cache decoded, resized images: false, `memory`, or a file path on fast disk.
-        deterministic: force a deterministic input order (slower); null: only when seeded.
+        deterministic: a reproducible training input order (slower: parallel steps keep
+            their order); null or false lets tf.data reorder elements for speed.
         extra_records: records that join every training fold and never validation
             (pseudo-labels, external data); they may carry `soft_label` and `weight`.
         unlabeled: records to pseudo-label.

@@ -286,7 +286,7 @@ def _stage_datasets(
         "seed": config.seed,
         "keys": data.keys,
         "num_classes": inputs.source.num_classes,
-        "deterministic": data.deterministic,
+        "deterministic": bool(data.deterministic),
     }
     train_ds = build_dataset(
         inputs.source,
