@@ -126,12 +126,14 @@ def pseudo_label_rounds(
     run_dir = resume or os.path.join(config.output, config.name)
     if config.data.unlabeled is None:
         raise ValueError("data.unlabeled: pseudo-labelling needs the records to pseudo-label")
+    from kerastricks.train.preflight import prepare_records
     from kerastricks.train.strategy import detect_hardware
 
     hardware = detect_hardware(config.train.strategy)
     if resume is None:
         prepare_run_dir(run_dir, overwrite)
     save_config(config, os.path.join(run_dir, "config.yaml"))
+    prepare_records(config)
     unlabeled = resolve_records(
         config.data.unlabeled, keys=config.data.keys, num_classes=config.data.num_classes
     )

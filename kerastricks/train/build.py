@@ -93,11 +93,17 @@ def stage_multipliers(config: Config, stage: StageConfig, num_groups: int) -> li
     return list(spread_lrs(num_groups, spec))
 
 
-def build_parts(config: Config, plans: list[StagePlan], num_outputs: int, lr_scale: float):
+def build_parts(
+    config: Config,
+    plans: list[StagePlan],
+    num_outputs: int,
+    lr_scale: float,
+    image_size: int | None = None,
+) -> TrainingParts:
     """Creates model, groups, optimizer (built on every variable that may ever train, so that
-    unfreezing later keeps the slots) and schedule."""
-    first_size = plans[0].stage.image_size
-    model = build_model(config, num_outputs, first_size)
+    unfreezing later keeps the slots) and schedule; the model at `image_size` (default: the
+    first stage's), which matters for fixed-size (transformer) backbones only."""
+    model = build_model(config, num_outputs, image_size or plans[0].stage.image_size)
     groups = layer_groups(model, config.train.groups)
     schedule = run_schedule(plans, lr_scale)
     optimizer = create_optimizer(

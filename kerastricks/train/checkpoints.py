@@ -39,16 +39,30 @@ class RunCheckpoint:
         extra: dict[str, Any] | None = None,
     ) -> None:
         self.folder = os.path.join(run_dir, "checkpoints")
-        self.model = model
-        self._checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, **(extra or {}))
-        self._manager = tf.train.CheckpointManager(
-            self._checkpoint, os.path.join(self.folder, "last"), max_to_keep=max(2, max_to_keep)
-        )
+        self._max_to_keep = max(2, max_to_keep)
+        self._extra = extra or {}
         self._state_path = os.path.join(self.folder, STATE_FILE)
+        self.rebind(model, optimizer)
+
+    def rebind(self, model: tf.keras.Model, optimizer: Any) -> None:
+        """Saves `model` and `optimizer` from now on (a fixed-size backbone rebuilt at a new
+        image size is a new model)."""
+        self.model = model
+        self._checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, **self._extra)
+        self._manager = tf.train.CheckpointManager(
+            self._checkpoint, os.path.join(self.folder, "last"), max_to_keep=self._max_to_keep
+        )
+
+    @staticmethod
+    def peek(run_dir: str) -> dict[str, Any] | None:
+        """The saved state of a run folder without restoring anything (None if fresh)."""
+        path = os.path.join(run_dir, "checkpoints", STATE_FILE)
+        return read_json(path) if tf.io.gfile.exists(path) else None
 
     def save(self, state: dict[str, Any]) -> None:
         """Writes the checkpoint, then `state.json` pointing at it."""
-        path = self._manager.save()
+        # Numbered by finished epochs: a rebound manager never reuses a name.
+        path = self._manager.save(checkpoint_number=len(state.get("rows", [])))
         write_json_atomic(self._state_path, {**state, "checkpoint": path})
 
     def restore(self) -> dict[str, Any] | None:

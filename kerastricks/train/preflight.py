@@ -40,7 +40,7 @@ def preflight(config: Config, *, holdout: bool = True) -> RunInputs:
     except ValueError as error:
         raise ConfigError(str(error)) from None
     _check_names(config, stages)
-    _prepare_records(config)
+    prepare_records(config)
     source = resolve_records(
         config.data.records, keys=config.data.keys, num_classes=config.data.num_classes
     )
@@ -80,7 +80,8 @@ def fold_counts(source: Any) -> dict[int, int]:
     return {int(f): int(c) for f, c in zip(folds, counts, strict=True)}
 
 
-def _prepare_records(config: Config) -> None:
+def prepare_records(config: Config) -> None:
+    """Writes the built-in example records named by `data.prepare` when they are missing."""
     records = config.data.records
     if config.data.prepare is None:
         return
@@ -113,7 +114,7 @@ def _check_names(config: Config, stages: list[StageConfig]) -> None:
             check()
         except (ValueError, KeyError, TypeError) as error:
             raise ConfigError(f"{path}: {error}") from None
-    _check_fixed_size(config.model.backbone, stages)
+    _check_fixed_size(config, stages)
     if config.train.ema is not None and config.train.swa is not None:
         raise ConfigError("train.ema and train.swa: pick one weight-averaging method")
     if config.train.accumulate_steps < 1:
@@ -130,25 +131,23 @@ def _check_names(config: Config, stages: list[StageConfig]) -> None:
         )
 
 
-def _check_fixed_size(backbone: str, stages: list[StageConfig]) -> None:
-    # tfimm 0.2.14 interpolates transformer position embeddings only eagerly, never inside
-    # a tf.function (OperatorNotAllowedInGraphError), so such a model runs at one size.
+def _check_fixed_size(config: Config, stages: list[StageConfig]) -> None:
+    # A transformer is rebuilt at each new size (kerastricks.train.resize); SWA's running
+    # average is tied to one set of variables, so the two do not combine.
     from tfimm.models.registry import model_class, model_config
 
     from kerastricks.models.backbones import resolve_backbone_name
 
-    name = resolve_backbone_name(backbone)
+    name = resolve_backbone_name(config.model.backbone)
     fixed = hasattr(model_config(name), "interpolate_input") or "mlp_mixer" in (
         model_class(name).__module__
     )
     sizes = sorted({stage.image_size for stage in stages})
-    if fixed and len(sizes) > 1:
+    if fixed and len(sizes) > 1 and config.train.swa is not None:
         raise ConfigError(
-            f"train.stages: model.backbone {backbone!r} is a transformer whose position "
-            f"embeddings are sized for one input, and tfimm cannot resize them inside a "
-            f"compiled graph; the stages ask for sizes {sizes}. Give every stage the same "
-            "image_size, or use a CNN backbone (resnet, efficientnet, convnext) for "
-            "progressive resizing."
+            f"train.swa: {config.model.backbone!r} is rebuilt at each new image size "
+            f"(stages ask for {sizes}), which SWA's running average cannot follow. Use "
+            "train.ema, one image size, or a CNN backbone."
         )
 
 

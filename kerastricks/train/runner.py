@@ -33,6 +33,7 @@ from kerastricks.train.records import (
     save_lr_plot,
     summarise_run,
 )
+from kerastricks.train.resize import carry_over, needs_rebuild
 from kerastricks.train.stages import StagePlan, plan_stages, trainable_groups
 from kerastricks.train.strategy import (
     Hardware,
@@ -100,8 +101,18 @@ def _run(
         config.train.accumulate_steps,
     )
     lr_scale = float(hardware.replicas) if config.train.scale_lr else 1.0
+    saved = RunCheckpoint.peek(run_dir)
+    # A resumed fixed-size backbone is rebuilt at the size its checkpoint was saved at.
+    size = saved["rows"][-1]["image_size"] if saved and saved["rows"] else None
     with hardware.strategy.scope():
-        parts = build_parts(config, plans, source.num_classes, lr_scale)
+        parts = build_parts(config, plans, source.num_classes, lr_scale, image_size=size)
+
+    def rebuild(image_size: int) -> TrainingParts:
+        with hardware.strategy.scope():
+            fresh = build_parts(config, plans, source.num_classes, lr_scale, image_size)
+            carry_over(parts, fresh)
+        return fresh
+
     averaging = _averaging(config, parts.model, plans)
     extra = {"swa": averaging.state} if hasattr(averaging, "state") else None
     checkpoint = RunCheckpoint(run_dir, parts.model, parts.optimizer, extra=extra)
@@ -115,6 +126,12 @@ def _run(
     for plan in plans:
         if len(state["rows"]) >= plan.last_epoch:
             continue
+        if needs_rebuild(parts.model, plan.stage.image_size):
+            parts = rebuild(plan.stage.image_size)
+            checkpoint.rebind(parts.model, parts.optimizer)
+            if averaging is not None:
+                averaging.set_model(parts.model)
+            print(f"kerastricks: {config.model.backbone} rebuilt for {plan.stage.image_size}px")
         _fit_stage(
             config,
             inputs,

@@ -141,25 +141,55 @@ def test_train_step_compiles_with_xla_on_cpu(make_config):
     assert np.isfinite(result.history[0]["loss"])
 
 
-def test_vit_with_two_sizes_is_refused_before_training(make_config):
+def test_vit_with_two_sizes_and_swa_is_refused_before_training(make_config):
     stages = [{"epochs": 1, "image_size": 32}, {"epochs": 1, "image_size": 48}]
-    config = make_config(model={"backbone": "vit_tiny_patch16_224"}, train={"stages": stages})
-    with pytest.raises(ConfigError, match=r"transformer.*sizes \[32, 48\]"):
+    config = make_config(
+        model={"backbone": "vit_tiny_patch16_224"}, train={"stages": stages, "swa": 1}
+    )
+    with pytest.raises(ConfigError, match=r"train.swa.*ask for \[32, 48\]"):
         preflight(config)
 
 
-def test_vit_runs_two_stages_at_its_size(make_config):
+def test_vit_runs_two_sizes_and_carries_weights_and_state_over(make_config):
     config = make_config(
         model={"backbone": "vit_tiny_patch16_224", "head": {"dropout": 0.0}},
         train={
-            "steps_per_epoch": 1,
+            "steps_per_epoch": 2,
             "validation_steps": 1,
             "stages": [
-                {"epochs": 1, "image_size": 32, "unfreeze": "head", "lr": 1e-3},
-                {"epochs": 1, "image_size": 32, "unfreeze": "all", "lr": 1e-3},
+                {"epochs": 1, "image_size": 32, "lr": 1e-3},
+                {"epochs": 1, "image_size": 48, "lr": 1e-3},
             ],
         },
     )
     result = train(config)
-    assert [row["stage"] for row in result.history] == [0, 1]
-    assert result.model.input_shape[1:3] == (32, 32)
+    assert [row["image_size"] for row in result.history] == [32, 48]
+    assert result.model.input_shape[1:3] == (48, 48)
+    assert result.summary["steps"] == 4, "the step counter carried over to the rebuilt model"
+    pos_embed = [v for v in result.model.weights if "pos_embed" in v.name][0]
+    assert pos_embed.shape[1] == 1 + 3 * 3, "position embeddings resized for a 3x3 grid"
+
+
+def test_vit_resumes_at_the_stage_boundary_with_the_saved_size(make_config):
+    config = make_config(
+        model={"backbone": "vit_tiny_patch16_224", "head": {"dropout": 0.0}},
+        train={
+            "steps_per_epoch": 2,
+            "validation_steps": 1,
+            "stages": [
+                {"epochs": 1, "image_size": 32, "lr": 1e-3},
+                {"epochs": 1, "image_size": 48, "lr": 1e-3},
+            ],
+        },
+    )
+    run_dir = train(config).run_dir
+    state_path = os.path.join(run_dir, "checkpoints", "state.json")
+    state = json.load(open(state_path))
+    # As if killed right after stage 1: only its epoch and its 32 px checkpoint exist.
+    state["rows"] = state["rows"][:1]
+    state["stage_times"] = {"0": state["stage_times"]["0"]}
+    state["checkpoint"] = state["checkpoint"].replace("ckpt-2", "ckpt-1")
+    json.dump(state, open(state_path, "w"))
+    resumed = train(config, resume=run_dir)
+    assert [row["image_size"] for row in resumed.history] == [32, 48]
+    assert resumed.summary["steps"] == 4
