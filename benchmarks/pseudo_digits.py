@@ -13,9 +13,9 @@ import argparse
 import json
 import os
 
-import kerastricks  # noqa: F401  (Keras 2 API before TensorFlow loads)
 import pandas as pd
 
+import kerastricks  # noqa: F401  (Keras 2 API before TensorFlow loads)
 from kerastricks.config import load_config
 from kerastricks.data import build_dataset, resolve_records
 from kerastricks.eval import predict

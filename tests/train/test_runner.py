@@ -150,8 +150,9 @@ def test_vit_with_two_sizes_and_swa_is_refused_before_training(make_config):
         preflight(config)
 
 
-def test_vit_runs_two_sizes_and_carries_weights_and_state_over(make_config):
-    config = make_config(
+def vit_two_sizes(make_config):
+    """A ViT trained at 32 px, then 48 px (it is rebuilt between the stages)."""
+    return make_config(
         model={"backbone": "vit_tiny_patch16_224", "head": {"dropout": 0.0}},
         train={
             "steps_per_epoch": 2,
@@ -162,6 +163,10 @@ def test_vit_runs_two_sizes_and_carries_weights_and_state_over(make_config):
             ],
         },
     )
+
+
+def test_vit_runs_two_sizes_and_carries_weights_and_state_over(make_config):
+    config = vit_two_sizes(make_config)
     result = train(config)
     assert [row["image_size"] for row in result.history] == [32, 48]
     assert result.model.input_shape[1:3] == (48, 48)
@@ -171,17 +176,7 @@ def test_vit_runs_two_sizes_and_carries_weights_and_state_over(make_config):
 
 
 def test_vit_resumes_at_the_stage_boundary_with_the_saved_size(make_config):
-    config = make_config(
-        model={"backbone": "vit_tiny_patch16_224", "head": {"dropout": 0.0}},
-        train={
-            "steps_per_epoch": 2,
-            "validation_steps": 1,
-            "stages": [
-                {"epochs": 1, "image_size": 32, "lr": 1e-3},
-                {"epochs": 1, "image_size": 48, "lr": 1e-3},
-            ],
-        },
-    )
+    config = vit_two_sizes(make_config)
     run_dir = train(config).run_dir
     state_path = os.path.join(run_dir, "checkpoints", "state.json")
     state = json.load(open(state_path))
