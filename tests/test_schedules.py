@@ -258,3 +258,11 @@ def test_registry_and_errors():
         Staged([5, 10], [Constant(1.0)])
     with pytest.raises(ValueError, match="mode='cosine'"):
         Cyclical(0.1, 1.0, 2, mode="cosine")
+
+
+def test_staged_with_one_schedule_is_that_schedule():
+    from kerastricks.schedules import Constant, Staged
+
+    staged = Staged([], [Constant(0.25)])
+    assert float(staged(0)) == pytest.approx(0.25)
+    assert float(staged(1000)) == pytest.approx(0.25)

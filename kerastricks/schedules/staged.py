@@ -76,7 +76,8 @@ class Staged(_Schedule):
                 f"Staged needs one boundary fewer than schedules; received "
                 f"{len(self.boundaries)} boundaries for {len(self.schedules)} schedules."
             )
-        if any(b <= a for a, b in zip([0, *self.boundaries[:-1]], self.boundaries, strict=True)):
+        previous = [0, *self.boundaries[:-1]][: len(self.boundaries)]
+        if any(b <= a for a, b in zip(previous, self.boundaries, strict=True)):
             raise ValueError(
                 f"Staged needs boundaries > 0 in increasing order. Received {self.boundaries}."
             )

@@ -75,12 +75,10 @@ def stage_schedule(stage: StageConfig, total_steps: int, lr_scale: float = 1.0) 
     return get_schedule(stage.schedule, max_lr=peak, total_steps=max(total_steps, 1), **kwargs)
 
 
-def run_schedule(plans: list[StagePlan], lr_scale: float = 1.0) -> Any:
+def run_schedule(plans: list[StagePlan], lr_scale: float = 1.0) -> Staged:
     """One schedule for the whole run, so that a resumed run finds its place from the
     optimizer's step counter alone."""
     schedules = [stage_schedule(p.stage, p.total_steps, lr_scale) for p in plans]
-    if len(schedules) == 1:
-        return schedules[0]
     boundaries = [p.first_step + p.total_steps for p in plans[:-1]]
     return Staged(boundaries, schedules)
 
