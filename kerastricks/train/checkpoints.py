@@ -65,11 +65,14 @@ class RunCheckpoint:
         path = self._manager.save(checkpoint_number=len(state.get("rows", [])))
         write_json_atomic(self._state_path, {**state, "checkpoint": path})
 
-    def restore(self) -> dict[str, Any] | None:
-        """Restores the checkpoint named by `state.json`; returns the state, None if fresh."""
-        if not tf.io.gfile.exists(self._state_path):
+    def restore(self, run_dir: str | None = None) -> dict[str, Any] | None:
+        """Restores the checkpoint named by `state.json` (of `run_dir`, default this run's);
+        returns the state, None if fresh."""
+        state = self.peek(run_dir) if run_dir is not None else None
+        if run_dir is None and tf.io.gfile.exists(self._state_path):
+            state = read_json(self._state_path)
+        if state is None:
             return None
-        state = read_json(self._state_path)
         status = self._checkpoint.read(state["checkpoint"])
         status.assert_existing_objects_matched()
         return state

@@ -79,7 +79,7 @@ def train(
     save_config(config, os.path.join(write_dir, "config.yaml"))
     print(f"kerastricks: run folder {run_dir} | {hardware.describe()} | precision={precision}")
     try:
-        summary, model, rows = _run(config, inputs, hardware, write_dir)
+        summary, model, rows = _run(config, inputs, hardware, write_dir, run_dir)
         return RunResult(summary, run_dir, model, rows)
     finally:
         tf.keras.mixed_precision.set_global_policy("float32")
@@ -88,7 +88,7 @@ def train(
 
 
 def _run(
-    config: Config, inputs: RunInputs, hardware: Hardware, run_dir: str
+    config: Config, inputs: RunInputs, hardware: Hardware, run_dir: str, chief_dir: str
 ) -> tuple[dict[str, Any], tf.keras.Model, list[dict[str, Any]]]:
     source = inputs.source
     num_train = inputs.num_train
@@ -101,7 +101,7 @@ def _run(
         config.train.accumulate_steps,
     )
     lr_scale = float(hardware.replicas) if config.train.scale_lr else 1.0
-    saved = RunCheckpoint.peek(run_dir)
+    saved = RunCheckpoint.peek(chief_dir)
     # A resumed fixed-size backbone is rebuilt at the size its checkpoint was saved at.
     size = saved["rows"][-1]["image_size"] if saved and saved["rows"] else None
     with hardware.strategy.scope():
@@ -116,7 +116,12 @@ def _run(
     averaging = _averaging(config, parts.model, plans)
     extra = {"swa": averaging.state} if hasattr(averaging, "state") else None
     checkpoint = RunCheckpoint(run_dir, parts.model, parts.optimizer, extra=extra)
-    state = checkpoint.restore() or {"rows": [], "stage_times": {}, "best": None}
+    # Every worker resumes from the chief's checkpoint (the run folder is shared storage).
+    state = checkpoint.restore(chief_dir) or {
+        "rows": [],
+        "stage_times": {},
+        "best": None,
+    }
     if state["rows"]:
         print(f"kerastricks: resuming after epoch {len(state['rows'])} of {plans[-1].last_epoch}")
     monitor, mode = monitor_for(source.task)
@@ -353,7 +358,8 @@ class RunResult:
 
 
 def _worker_dir(run_dir: str) -> str:
-    # Non-chief workers of a multi-worker run must still write their checkpoints somewhere.
-    path = os.path.join(run_dir, f".worker-{os.getpid()}")
-    tf.io.gfile.makedirs(path)
-    return path
+    # Non-chief workers of a multi-worker run must still write their checkpoints (saving is
+    # collective), but never into the chief's run folder, which the chief may be creating.
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="kerastricks-worker-")
