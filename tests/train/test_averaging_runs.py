@@ -46,6 +46,10 @@ def test_ema_and_accumulation_runs_count_updates(make_config):
     )
     result = train(config)
     assert result.summary["steps"] == 320 // 16, "one update per 2 micro-batches of 8"
-    optimizer = result.model.optimizer
-    assert optimizer.use_ema is not None
+    inner = getattr(result.model.optimizer, "inner_optimizer", result.model.optimizer)
+    averages = inner._model_variables_moving_average
+    assert len(averages) == len(result.model.trainable_weights), "one EMA per trainable weight"
+    # The run ends on the averaged weights: the model holds exactly the EMA values.
+    for average, weight in zip(averages, result.model.trainable_weights, strict=True):
+        np.testing.assert_allclose(weight.numpy(), average.numpy(), rtol=1e-6, atol=1e-7)
     assert np.isfinite(result.summary["val_accuracy"])
