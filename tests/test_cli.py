@@ -92,3 +92,17 @@ def test_predict_needs_records(config_file, capsys):
     _, path = config_file()
     assert main(["predict", path, "--run", "nowhere"]) == 2
     assert "--records" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("train.batch_size=0", "train.batch_size"),
+        ("train.stages.0.batch_size=-2", "train.stages.0.batch_size"),
+        ("train.accumulate_steps=0", "train.accumulate_steps"),
+    ],
+)
+def test_non_positive_counts_are_refused_naming_the_key(config_file, capsys, override, key):
+    _, path = config_file()
+    assert main(["train", path, "--set", override]) == 2
+    assert f"{key}: expected >= 1" in capsys.readouterr().err

@@ -117,10 +117,16 @@ def _check_names(config: Config, stages: list[StageConfig]) -> None:
     _check_fixed_size(config, stages)
     if config.train.ema is not None and config.train.swa is not None:
         raise ConfigError("train.ema and train.swa: pick one weight-averaging method")
-    if config.train.accumulate_steps < 1:
-        raise ConfigError(
-            f"train.accumulate_steps: expected >= 1, got {config.train.accumulate_steps}"
-        )
+    counts = {
+        "train.accumulate_steps": config.train.accumulate_steps,
+        "train.batch_size": config.train.batch_size,
+        "train.steps_per_execution": config.train.steps_per_execution,
+        **{f"train.stages.{i}.batch_size": s.batch_size for i, s in enumerate(stages)},
+    }
+    for path, value in counts.items():
+        # A zero here would otherwise surface as a ZeroDivisionError or a TF shape error.
+        if value is not None and value < 1:
+            raise ConfigError(f"{path}: expected >= 1, got {value}")
     weights = config.model.weights
     if weights not in (None, "pretrained") and not os.path.exists(weights):
         raise ConfigError(f"model.weights: file not found: {weights}")
