@@ -7,10 +7,11 @@ photos, saved as 384x384 JPEGs under benchmarks/_data/, which git ignores), then
     (subprocess `cat` with the file list as arguments); goal: >= 0.8x cat's throughput;
 (b) resize + re-encode mode (`--resize 256`) with 2 workers against 1; goal: >= 1.7x.
 
-Each timing is the best of `--repeats` runs on a warm page cache (both sides read the same
-cached files). Prints a table, then as the last line one JSON object with the numbers.
+Each timing is the best of `--repeats` runs (at most 3 for the slow resize runs) on a warm
+page cache (both sides read the same cached files); the runs take turns, round by round.
+Prints a table, then as the last line one JSON object with the numbers.
 
-    .venv/bin/python benchmarks/write_tfrecords.py [--num-images 2000] [--repeats 3]
+    .venv/bin/python benchmarks/write_tfrecords.py [--num-images 2000] [--repeats 21]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import resource
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -69,35 +71,40 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def best_time(run, repeats: int) -> tuple[float, float]:
-    """Wall and CPU seconds (workers included) of the fastest of `repeats` runs."""
-    best = (float("inf"), 0.0)
+def best_times(runs: dict[str, Callable[[], None]], repeats: int) -> dict[str, tuple[float, float]]:
+    """Wall and CPU seconds (workers included) of each run's fastest of `repeats` tries.
+
+    The runs take turns (one try of each per round), so a slow spell of a shared machine
+    falls on all of them rather than on whichever ran then.
+    """
+    best = dict.fromkeys(runs, (float("inf"), 0.0))
     for _ in range(repeats):
-        start, cpu = time.perf_counter(), _cpu_seconds()
-        run()
-        best = min(best, (time.perf_counter() - start, _cpu_seconds() - cpu))
+        for name, run in runs.items():
+            start, cpu = time.perf_counter(), _cpu_seconds()
+            run()
+            best[name] = min(best[name], (time.perf_counter() - start, _cpu_seconds() - cpu))
     return best
 
 
-def time_cat(files: list[str], target: str, repeats: int) -> tuple[float, float]:
+def cat_files(files: list[str], target: str) -> Callable[[], None]:
     def run() -> None:
         with open(target, "wb") as out:
             subprocess.run(["cat", *files], stdout=out, check=True)
 
-    return best_time(run, repeats)
+    return run
 
 
-def time_write(csv: str, out: str, repeats: int, **options) -> tuple[float, float]:
+def write(csv: str, out: str, **options) -> Callable[[], None]:
     def run() -> None:
         write_records(out, csv=csv, overwrite=True, progress=False, **options)
 
-    return best_time(run, repeats)
+    return run
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--num-images", type=int, default=2000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=21)
     args = parser.parse_args()
     frame = make_photos(DATA, args.num_images)
     csv = os.path.join(DATA, "photos.csv")
@@ -106,17 +113,25 @@ def main() -> None:
     work = os.path.join(DATA, "out")
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
-    time_cat(files, os.path.join(work, "cat.bin"), 1)  # warms the page cache for both sides
+    cat_files(files, os.path.join(work, "cat.bin"))()  # warms the page cache for both sides
     load_before = os.getloadavg()[0]
-    cat, cat_cpu = time_cat(files, os.path.join(work, "cat.bin"), args.repeats)
-    keep, keep_cpu = time_write(csv, os.path.join(work, "keep"), args.repeats)
-    keep_2, keep_2_cpu = time_write(csv, os.path.join(work, "keep2"), args.repeats, workers=2)
-    resize_1, resize_1_cpu = time_write(
-        csv, os.path.join(work, "r1"), args.repeats, resize=256, workers=1
+    copies = best_times(
+        {
+            "cat": cat_files(files, os.path.join(work, "cat.bin")),
+            "keep": write(csv, os.path.join(work, "keep")),
+            "keep_2": write(csv, os.path.join(work, "keep2"), workers=2),
+        },
+        args.repeats,
     )
-    resize_2, resize_2_cpu = time_write(
-        csv, os.path.join(work, "r2"), args.repeats, resize=256, workers=2
+    resizes = best_times(
+        {
+            "resize_1": write(csv, os.path.join(work, "r1"), resize=256, workers=1),
+            "resize_2": write(csv, os.path.join(work, "r2"), resize=256, workers=2),
+        },
+        min(args.repeats, 3),
     )
+    (cat, cat_cpu), (keep, keep_cpu), (keep_2, keep_2_cpu) = copies.values()
+    (resize_1, resize_1_cpu), (resize_2, resize_2_cpu) = resizes.values()
     n = len(files)
     result = {
         "num_images": n,

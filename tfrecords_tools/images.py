@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -39,10 +40,7 @@ def read_bytes(path: str) -> bytes:
             with tf.io.gfile.GFile(path, "rb") as f:
                 data = f.read()
         else:
-            # Python's open costs ~40 us less per file than GFile: 25% of the write time per
-            # 50 kB image in original-bytes mode (benchmarks/write_tfrecords.py).
-            with open(path, "rb") as f:
-                data = f.read()
+            data = _read_local(path)
     except (tf.errors.NotFoundError, FileNotFoundError):
         raise BadImageError("missing file") from None
     except (IsADirectoryError, PermissionError) as error:
@@ -50,6 +48,23 @@ def read_bytes(path: str) -> bytes:
     if not data:
         raise BadImageError("empty file")
     return data
+
+
+def _read_local(path: str) -> bytes:
+    # open/fstat/read/close and nothing else: 12 us per 40 kB photo against 17 us for
+    # Python's `open().read()` and 55 us for GFile, measured (benchmarks/write_tfrecords.py).
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        data = os.read(fd, size + 1)
+        if len(data) <= size:  # a short read of a regular file is its end
+            return data
+        chunks = [data]  # the file grew since fstat: read on to its end
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

@@ -13,7 +13,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfrecords_tools import images
-from tfrecords_tools.schema import TFRecordsError, make_example, shard_name
+from tfrecords_tools.recordfile import RecordFile
+from tfrecords_tools.schema import TFRecordsError, example_prefix, shard_name
 from tfrecords_tools.sources import SourceTable
 
 _SIZE_SAMPLE = 64
@@ -54,8 +55,7 @@ class ShardResult:
     formats: list[str] = field(default_factory=list)
 
 
-def _stored_image(path: str, resize: int | None, quality: int) -> images.StoredImage:
-    data = images.read_bytes(path)
+def _stored_image(data: bytes, resize: int | None, quality: int) -> images.StoredImage:
     if resize is None:
         return images.check_image(data)
     return images.resize_image(data, resize, quality)
@@ -67,17 +67,18 @@ def write_shard(job: ShardJob) -> ShardResult:
     temporary = os.path.join(job.out, f".{job.file}.tmp-{os.getpid()}")
     result = ShardResult(file=job.file, fold=job.fold, count=0, bytes=0)
     try:
-        with tf.io.TFRecordWriter(temporary) as writer:
-            for i, row in enumerate(job.rows):
+        with RecordFile(temporary) as writer:
+            for i, path in enumerate(job.paths):
                 try:
-                    stored = _stored_image(job.paths[i], job.resize, job.quality)
+                    stored = _stored_image(images.read_bytes(path), job.resize, job.quality)
                 except images.BadImageError as error:
                     result.skipped.append({"path": job.shown_paths[i], "reason": str(error)})
                     continue
-                writer.write(
-                    make_example(stored.data, job.labels[i], job.ids[i], job.fold, job.task)
+                head = example_prefix(
+                    len(stored.data), job.labels[i], job.ids[i], job.fold, job.task
                 )
-                result.rows.append(row)
+                writer.write(head, stored.data)
+                result.rows.append(job.rows[i])
                 result.heights.append(stored.height)
                 result.widths.append(stored.width)
                 result.formats.append(stored.format)
@@ -105,7 +106,8 @@ def estimate_record_bytes(table: SourceTable, resize: int | None, quality: int, 
             if resize is None:
                 sizes.append(tf.io.gfile.stat(table.paths[row]).length)
             else:
-                sizes.append(len(_stored_image(table.paths[row], resize, quality).data))
+                data = images.read_bytes(table.paths[row])
+                sizes.append(len(_stored_image(data, resize, quality).data))
         except (tf.errors.NotFoundError, images.BadImageError):
             continue
     return float(np.mean(sizes)) + _RECORD_OVERHEAD if sizes else 0.0
@@ -177,7 +179,7 @@ def too_many_bad(skipped: list[dict], total: int, max_bad: float, final: bool) -
 
 def _executor(workers: int) -> ProcessPoolExecutor:
     # fork: TensorFlow is already imported here; spawned workers would import it again (seconds
-    # each). The workers only use TFRecordWriter and gfile, which start no TensorFlow threads.
+    # each). The workers only use Python files and gfile, which start no TensorFlow threads.
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
     return ProcessPoolExecutor(max_workers=workers, mp_context=context)

@@ -107,11 +107,22 @@ def _natural_sorted(names: set[str]) -> list[str]:
     return sorted(names)
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _infer_task(frame: pd.DataFrame, label_cols: Sequence[str], label_sep: str | None) -> str:
     """Multi-label for a separator or several 0/1 columns, regression for non-integer numbers."""
     if label_sep is not None:
         return "multi_label"
     values = frame[list(label_cols)]
+    if not all(_is_number(values[column].iloc[0]) for column in label_cols):
+        # Class names: the first row settles it without converting the whole column.
+        return "regression" if len(label_cols) > 1 else "single_label"
     numbers = values.apply(pd.to_numeric, errors="coerce")
     all_numeric = not numbers.isna().to_numpy().any()
     if len(label_cols) > 1:
@@ -124,13 +135,14 @@ def _infer_task(frame: pd.DataFrame, label_cols: Sequence[str], label_sep: str |
 
 
 def _single_labels(column: pd.Series) -> tuple[list[list[int]], list[str], list[str]]:
-    class_names = _natural_sorted(set(column))
+    names = column.tolist()  # a list: iterating a pandas string Series costs 15 us per item
+    class_names = _natural_sorted(set(names))
     index = {name: i for i, name in enumerate(class_names)}
-    return [[index[name]] for name in column], list(column), class_names
+    return [[index[name]] for name in names], names, class_names
 
 
 def _separated_labels(column: pd.Series, sep: str) -> tuple[list[list[int]], list[str], list[str]]:
-    name_lists = [[name for name in value.split(sep) if name] for value in column]
+    name_lists = [[name for name in value.split(sep) if name] for value in column.tolist()]
     class_names = _natural_sorted({name for names in name_lists for name in names})
     index = {name: i for i, name in enumerate(class_names)}
     labels = [sorted({index[name] for name in names}) for names in name_lists]
@@ -175,8 +187,8 @@ def _default_ids(shown_paths: list[str]) -> list[str]:
     """File stems; where two files share a stem (cat/1.jpg, dog/1.jpg), the paths without
     extension; where those collide too (a.png, a.jpg), the paths as written."""
     paths = [p.replace("\\", "/") for p in shown_paths]
-    stems = [posixpath.splitext(posixpath.basename(p))[0] for p in paths]
     without_extension = [posixpath.splitext(p)[0] for p in paths]
+    stems = [p.rpartition("/")[2] for p in without_extension]
     for ids in (stems, without_extension):
         if len(set(ids)) == len(ids):
             return ids
@@ -232,7 +244,8 @@ def read_csv_source(
         labels, texts, class_names = _single_labels(frame[label_cols[0]])
     shown_paths = frame[image_col].tolist()
     root = posixpath.dirname(csv) if "://" in csv else _local_dir(csv)
-    paths = [p if _is_absolute(p) else posixpath.join(root, p) for p in shown_paths]
+    root = root.rstrip("/") + "/"
+    paths = [p if _is_absolute(p) else root + p for p in shown_paths]
     ids = frame[id_col].tolist() if id_col is not None else _default_ids(shown_paths)
     if id_col is None:
         _check_unique(pd.Series(ids), f"{image_col} (ids from the file names)")

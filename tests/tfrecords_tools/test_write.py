@@ -184,14 +184,14 @@ def test_interrupted_write_leaves_no_complete_looking_file(make_digits, tmp_path
 def test_killed_worker_leaves_no_complete_looking_file(make_digits, tmp_path, monkeypatch):
     csv = make_digits(30)
     out = tmp_path / "out"
-    real_write = shards_module.make_example
+    real_prefix = shards_module.example_prefix
 
-    def dying_write(image, label, sample_id, fold, task):
+    def dying_prefix(size, label, sample_id, fold, task):
         if fold == 2 and sample_id.endswith("5"):
             os._exit(1)  # a killed worker: no exception, no cleanup of its own
-        return real_write(image, label, sample_id, fold, task)
+        return real_prefix(size, label, sample_id, fold, task)
 
-    monkeypatch.setattr(shards_module, "make_example", dying_write)
+    monkeypatch.setattr(shards_module, "example_prefix", dying_prefix)
     with pytest.raises(Exception, match="terminated abruptly"):
         write_records(str(out), csv=csv, folds=3, workers=2, progress=False)
     assert _listing(out) == []
