@@ -46,6 +46,7 @@ REQUIREMENTS = (
     "matplotlib",
     "pillow",
     "safetensors",
+    "google-crc32c",
     "tensorboard",
 )
 TFIMM = "tfimm==0.2.14"

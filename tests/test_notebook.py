@@ -99,7 +99,15 @@ def test_fresh_tpu_vm_plan_order_and_flags():
     assert commands[0] == ["install", "--no-deps", "tf-keras~=2.18.0"]
     assert commands[1] == ["install", "--no-deps", "--ignore-requires-python", TFIMM]
     assert commands[2] == ["install", "--no-deps", "kerastricks==0.1.0"]
-    missing = ["scikit-learn", "pyyaml", "matplotlib", "pillow", "safetensors", "tensorboard"]
+    missing = [
+        "scikit-learn",
+        "pyyaml",
+        "matplotlib",
+        "pillow",
+        "safetensors",
+        "google-crc32c",
+        "tensorboard",
+    ]
     assert commands[3] == ["install", "--constraint", "/tmp/constraints.txt", *missing]
     assert "tensorflow-cpu==2.18.1" in plan.constraints
     assert "numpy==1.26.4" in plan.constraints
