@@ -115,6 +115,23 @@ def test_registry_resolves_own_and_keras_layers():
     assert 0.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 255.0
 
 
+def test_random_flip_before_an_affine_is_folded_into_its_resample():
+    spec = [{"name": "RandomFlip", "mode": "horizontal"}, {"name": "affine", "shift": 0.0}]
+    pipeline = resolve_augmentations(spec, seed=0)
+    assert [s.name for s in pipeline.per_sample] == ["RandomFlip+affine"]
+    images = _batch(batch=32)
+    out = pipeline(images, tf.zeros([32, 2]), SEED)[0]
+    # With an identity affine, each image is exactly itself or its mirror, and both occur.
+    kept = np.abs(out - images).max(axis=(1, 2, 3)) < 1e-2
+    mirrored = np.abs(out - images[:, :, ::-1]).max(axis=(1, 2, 3)) < 1e-2
+    assert np.all(kept | mirrored)
+    assert 8 <= mirrored.sum() <= 24
+    # A flip that runs with p < 1 keeps its own step (folding would change the distribution).
+    spec[0]["p"] = 0.5
+    names = [s.name for s in resolve_augmentations(spec).per_sample]
+    assert names == ["RandomFlip", "affine"]
+
+
 def test_probability_zero_leaves_the_batch_alone():
     pipeline = resolve_augmentations([{"name": "affine", "rotate": 45, "p": 0.0}])
     images = _batch()

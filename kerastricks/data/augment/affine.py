@@ -66,18 +66,6 @@ def affine_matrices(
     return tf.stack([i00, i01, a2, i10, i11, a5], axis=1)
 
 
-def _fold(coord: tf.Tensor, size: int, fill_mode: str) -> tf.Tensor:
-    """Maps coordinates outside [0, size - 1] back inside for the reflect/nearest modes."""
-    if fill_mode == "reflect":
-        # Half-sample symmetric (d c b a | a b c d | d c b a), as Keras' "reflect".
-        period = 2.0 * size
-        t = tf.math.floormod(coord + 0.5, period)
-        coord = tf.where(t >= size, period - t, t) - 0.5
-    if fill_mode in ("reflect", "nearest"):
-        coord = tf.clip_by_value(coord, 0.0, size - 1.0)
-    return coord
-
-
 def affine_transform(
     images: tf.Tensor,
     transforms: tf.Tensor,
@@ -99,31 +87,56 @@ def affine_transform(
     _check_modes(fill_mode, interpolation)
     batch = tf.shape(images)[0]
     height, width, channels = images.shape[1], images.shape[2], images.shape[3]
-    dtype = images.dtype
-    ys, xs = tf.meshgrid(tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32))
-    ys, xs = tf.transpose(ys)[None], tf.transpose(xs)[None]
-    t = tf.cast(transforms, tf.float32)[:, :, None, None]
-    x_in = _fold(t[:, 0] * xs + t[:, 1] * ys + t[:, 2], width, fill_mode)
-    y_in = _fold(t[:, 3] * xs + t[:, 4] * ys + t[:, 5], height, fill_mode)
-    flat = tf.reshape(images, [-1, channels])
-    base = tf.reshape(tf.range(batch) * (height * width), [-1, 1, 1])
-
-    def corner(y: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
-        inside = (y >= 0) & (y <= height - 1) & (x >= 0) & (x <= width - 1)
-        yi = tf.clip_by_value(tf.cast(y, tf.int32), 0, height - 1)
-        xi = tf.clip_by_value(tf.cast(x, tf.int32), 0, width - 1)
-        values = tf.gather(flat, base + yi * width + xi)
-        fill = tf.cast(fill_value, dtype)
-        return tf.where(inside[..., None], values, fill)
-
+    # Source points of every output pixel in one matmul: [B, 2, 3] @ [3, H*W] -> (x, y) rows.
+    ys, xs = tf.meshgrid(
+        tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32), indexing="ij"
+    )
+    grid = tf.stack([tf.reshape(xs, [-1]), tf.reshape(ys, [-1]), tf.ones([height * width])])
+    coords = tf.matmul(tf.reshape(tf.cast(transforms, tf.float32), [-1, 2, 3]), grid)
+    size = tf.constant([[[width], [height]]], tf.float32)
+    if fill_mode == "reflect":
+        # Half-sample symmetric (d c b a | a b c d | d c b a), as Keras' "reflect".
+        coords = size - 0.5 - tf.abs(tf.math.floormod(coords + 0.5, 2.0 * size) - size)
+    if fill_mode != "constant":
+        coords = tf.clip_by_value(coords, 0.0, size - 1.0)
     if interpolation == "nearest":
-        return corner(tf.round(y_in), tf.round(x_in))
-    y0, x0 = tf.floor(y_in), tf.floor(x_in)
-    wy, wx = (y_in - y0)[..., None], (x_in - x0)[..., None]
-    wy, wx = tf.cast(wy, dtype), tf.cast(wx, dtype)
-    top = corner(y0, x0) * (1 - wx) + corner(y0, x0 + 1) * wx
-    bottom = corner(y0 + 1, x0) * (1 - wx) + corner(y0 + 1, x0 + 1) * wx
-    return top * (1 - wy) + bottom * wy
+        coords = tf.round(coords)
+    low = tf.floor(coords)
+    frac = coords - low
+    x0, y0 = tf.unstack(tf.cast(low, tf.int32), axis=1)
+    wx, wy = tf.unstack(frac, axis=1)
+    row_base = tf.range(batch)[:, None] * (height * width)
+    if fill_mode == "constant":
+        # Corners outside the image get weight 0 and the missing weight goes to fill_value:
+        # the same as blending fill-valued corners, without a select per corner and channel.
+        def axis_weights(low_i, w, limit):
+            return [
+                tf.where((low_i >= 0) & (low_i <= limit - 1), 1.0 - w, 0.0),
+                tf.where((low_i >= -1) & (low_i <= limit - 2), w, 0.0),
+            ], [tf.clip_by_value(low_i, 0, limit - 1), tf.clip_by_value(low_i + 1, 0, limit - 1)]
+
+        weights_x, cols = axis_weights(x0, wx, width)
+        weights_y, rows = axis_weights(y0, wy, height)
+        rows = [row_base + r * width for r in rows]
+    else:
+        # Coordinates are inside [0, size - 1]; the far neighbour of the last row or column
+        # has weight 0, so it is clamped to stay a valid index.
+        weights_x, weights_y = [1.0 - wx, wx], [1.0 - wy, wy]
+        top = row_base + y0 * width
+        rows = [top, top + tf.cast(y0 < height - 1, tf.int32) * width]
+        cols = [x0, x0 + tf.cast(x0 < width - 1, tf.int32)]
+    flat = tf.reshape(images, [-1, channels])
+    dtype = images.dtype
+    out, total = None, None
+    pairs = [(0, 0)] if interpolation == "nearest" else [(0, 0), (0, 1), (1, 0), (1, 1)]
+    for i, j in pairs:
+        weight = weights_y[i] * weights_x[j]
+        term = tf.gather(flat, rows[i] + cols[j]) * tf.cast(weight, dtype)[..., None]
+        out = term if out is None else out + term
+        total = weight if total is None else total + weight
+    if fill_mode == "constant" and fill_value != 0:
+        out = out + tf.cast((1.0 - total) * fill_value, dtype)[..., None]
+    return tf.reshape(out, tf.shape(images))
 
 
 def _range(value: float | Sequence[float], name: str, center: float = 0.0) -> tuple[float, float]:
