@@ -9,7 +9,7 @@ no augmentation. Only graph ops (no `tf.py_function`).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import tensorflow as tf
@@ -60,8 +60,13 @@ def _record_stream(
     training: bool,
     seed: int | None,
     fold_filter: tuple[list[int] | None, list[int] | None] | None,
+    parse: bool = True,
 ) -> tf.data.Dataset:
-    """Parsed records: shuffled files read in parallel for training, in order otherwise."""
+    """Records: shuffled files read in parallel for training, in order otherwise.
+
+    Parsed to dicts, or left serialized with `parse=False` (and no fold filter) so that the
+    decode map parses them: one per-record map stage fewer.
+    """
     if training:
         dataset = tf.data.Dataset.from_tensor_slices(files)
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
@@ -73,6 +78,8 @@ def _record_stream(
     else:
         # Sequential read keeps file order then record order: predictions line up with ids.
         dataset = tf.data.TFRecordDataset(files, buffer_size=8 * 2**20)
+    if not parse and fold_filter is None:
+        return dataset
     dataset = dataset.map(record_parser(source), num_parallel_calls=AUTOTUNE)
     if fold_filter is not None:
         folds, exclude = fold_filter
@@ -222,13 +229,18 @@ def build_dataset(
     if deterministic is None:
         deterministic = seed is not None or not training
 
-    dataset = _record_stream(source, files, training, seed, fold_filter)
+    # Records stay serialized until the decode map (parse and decode in one stage, measured
+    # ~10% less CPU per image than two per-record maps) unless they must be parsed first:
+    # to filter folds, or to merge pseudo-labelled records that use other keys.
+    late = fold_filter is None and extra_records is None
+    dataset = _record_stream(source, files, training, seed, fold_filter, parse=not late)
     if extra_records is not None:
         count = source.count(folds, exclude_folds)
         dataset = _merge_extra(dataset, source, extra_records, keys, seed, count)
     repeat = training if repeat is None else repeat
     cache_key = f"{files}|{folds}|{exclude_folds}|{extra_records}"
-    dataset = _decode_stage(dataset, size, resize, cache, training, repeat, seed, cache_key)
+    parser = record_parser(source) if late else None
+    dataset = _decode_stage(dataset, size, resize, cache, training, repeat, seed, cache_key, parser)
     dataset = dataset.batch(
         batch_size,
         drop_remainder=training if drop_remainder is None else drop_remainder,
@@ -262,9 +274,17 @@ def _decode_stage(
     repeat: bool,
     seed: int | None,
     cache_key: str = "",
+    parser: Callable[[tf.Tensor], dict[str, tf.Tensor]] | None = None,
 ) -> tf.data.Dataset:
-    """Decode + resize, with the cache before anything random, then shuffle and repeat."""
+    """Decode + resize, with the cache before anything random, then shuffle and repeat.
+
+    With a `parser`, the elements are serialized records and each decode map parses first.
+    """
     random_crop = resize == "random_resized_crop"
+
+    def parsed(record: Any) -> dict[str, tf.Tensor]:
+        return record if parser is None else parser(record)
+
     cached = cache not in (None, False)
     buffer = _RECORD_SHUFFLE
     if cached:
@@ -272,13 +292,14 @@ def _decode_stage(
         if random_crop:
             cache_size = tuple(int(round(CACHE_SCALE_FOR_CROP * s)) for s in size)
         fixed = "squash" if random_crop else resize
+
         # Cached as uint8: a quarter of float32's memory, exact for the decoded pixels.
-        dataset = dataset.map(
-            lambda r: _element(
-                r, _to_uint8(decode.decode_and_resize(r["image"], cache_size, fixed))
-            ),
-            num_parallel_calls=AUTOTUNE,
-        )
+        def decode_for_cache(record: Any) -> dict[str, tf.Tensor]:
+            record = parsed(record)
+            image = decode.decode_and_resize(record["image"], cache_size, fixed)
+            return _element(record, _to_uint8(image))
+
+        dataset = dataset.map(decode_for_cache, num_parallel_calls=AUTOTUNE)
         dataset = _cache(dataset, cache, f"{cache_key}|{cache_size}|{fixed}")
         buffer = max(64, min(buffer, _CACHED_SHUFFLE_BYTES // (cache_size[0] * cache_size[1] * 3)))
     if training:
@@ -288,15 +309,18 @@ def _decode_stage(
     if cached and not random_crop:
         return dataset.map(lambda r: {**r, "image": tf.cast(r["image"], tf.float32)})
     if not random_crop:
-        return dataset.map(
-            lambda r: _element(r, decode.decode_and_resize(r["image"], size, resize)),
-            num_parallel_calls=AUTOTUNE,
-        )
 
-    def crop(record: dict[str, tf.Tensor], element_seed: tf.Tensor) -> dict[str, tf.Tensor]:
+        def decode_fixed(record: Any) -> dict[str, tf.Tensor]:
+            record = parsed(record)
+            return _element(record, decode.decode_and_resize(record["image"], size, resize))
+
+        return dataset.map(decode_fixed, num_parallel_calls=AUTOTUNE)
+
+    def crop(record: Any, element_seed: tf.Tensor) -> dict[str, tf.Tensor]:
         if cached:
             image = decode.crop_and_resize(record["image"], size, resize, element_seed)
         else:
+            record = parsed(record)
             image = decode.decode_and_resize(record["image"], size, resize, element_seed)
         return _element(record, image)
 
