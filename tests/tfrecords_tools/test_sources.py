@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import posixpath
 
 import pytest
 
@@ -119,6 +120,14 @@ def test_colliding_file_stems_become_relative_path_ids(tmp_path):
     assert table.ids == ["cat/1", "dog/1"]
     table = read_csv_source(_write(tmp_path, "path,label\na/1.png,c\na/1.jpg,d\n"))
     assert table.ids == ["a/1.png", "a/1.jpg"]
+
+
+def test_default_ids_are_the_stems_that_splitext_gives(tmp_path):
+    names = ["a.jpg", "x/b.c.jpg", ".hidden", "..jpg", "d..jpg", "noext", "e.", "y\\.f.jpg"]
+    text = "path,label\n" + "".join(f"{name},1\n" for name in names)
+    expected = [posixpath.splitext(n.replace("\\", "/").rpartition("/")[2])[0] for n in names]
+    assert read_csv_source(_write(tmp_path, text)).ids == expected
+    assert expected[:4] == ["a", "b.c", ".hidden", "..jpg"]
 
 
 def test_csv_sha256_is_recorded(tmp_path):

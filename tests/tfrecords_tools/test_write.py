@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 
@@ -202,6 +203,9 @@ def test_leftovers_of_a_killed_run_are_replaced(make_digits, tmp_path):
     os.makedirs(out)
     (out / "train-f0-00000.tfrec").write_bytes(b"partial")
     (out / ".train-f0-00001.tfrec.tmp-999").write_bytes(b"partial")
+    # A replaced dataset that a killed run was still deleting in the background.
+    os.makedirs(out / ".old-abc123")
+    (out / ".old-abc123" / "train-f1-00000.tfrec").write_bytes(b"old")
     manifest = write_records(str(out), csv=make_digits(12), folds=2, progress=False)
     assert _listing(out) == sorted(
         ["folds.csv", "manifest.json"] + [s["file"] for s in manifest["shards"]]
@@ -215,8 +219,11 @@ def test_existing_dataset_is_refused_unless_overwrite(make_digits, tmp_path):
     write_records(out, csv=csv, folds=2, progress=False)
     with pytest.raises(TFRecordsError, match="already holds a dataset.*--overwrite"):
         write_records(out, csv=csv, progress=False)
+    old_shards = {p: os.path.getsize(p) for p in glob.glob(os.path.join(out, "*.tfrec"))}
+    assert len(old_shards) == 2
     manifest = write_records(out, csv=csv, overwrite=True, progress=False)
-    assert _listing(out) == ["folds.csv", "manifest.json", "train-f-1-00000.tfrec"]
+    # The old shards (deleted by a thread while the new ones were written) are all gone.
+    assert sorted(os.listdir(out)) == ["folds.csv", "manifest.json", "train-f-1-00000.tfrec"]
     assert manifest["num_folds"] == 0
 
 
