@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import tensorflow as tf
 
 from kerastricks.data.reader import RecordSource
 
+OPTIONAL_FIELDS = ("weight", "id", "fold")
 
-def record_parser(source: RecordSource) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
-    """Returns a graph function: serialized record -> dict of image, label, weight, id, fold.
+
+def record_parser(
+    source: RecordSource, fields: Collection[str] = OPTIONAL_FIELDS
+) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+    """Returns a graph function: serialized record -> dict of image, label and `fields`.
 
     `label` is float32 `[num_classes]`: one-hot (single-label; an empty label gives zeros),
     multi-hot (multi-label indices), the targets (regression), or the `soft_label` feature
-    when a record has one of the right length (pseudo-labels). `weight` defaults to 1.0.
+    when a record has one of the right length (pseudo-labels). `fields` picks which of
+    `weight` (default 1.0), `id` and `fold` are parsed too; a training pipeline that needs
+    none of them skips their parsing and batching.
     """
-    keys = source.keys
+    unknown = set(fields) - set(OPTIONAL_FIELDS)
+    if unknown:
+        raise ValueError(f"record_parser: unknown fields {sorted(unknown)}; use {OPTIONAL_FIELDS}")
+    keys = {
+        k: (v if k not in OPTIONAL_FIELDS or k in fields else None) for k, v in source.keys.items()
+    }
     num_classes = source.num_classes
     spec: dict[str, tf.io.FixedLenFeature | tf.io.VarLenFeature] = {
         keys["image"]: tf.io.FixedLenFeature([], tf.string)
@@ -46,13 +57,15 @@ def record_parser(source: RecordSource) -> Callable[[tf.Tensor], dict[str, tf.Te
                 lambda: tf.reshape(soft, [num_classes]),
                 lambda: label,
             )
-        return {
-            "image": example[keys["image"]],
-            "label": label,
-            "weight": example[keys["weight"]] if keys["weight"] else tf.constant(1.0),
-            "id": example[keys["id"]] if keys["id"] else tf.constant(""),
-            "fold": example[keys["fold"]] if keys["fold"] else tf.constant(-1, tf.int64),
+        defaults = {
+            "weight": tf.constant(1.0),
+            "id": tf.constant(""),
+            "fold": tf.constant(-1, tf.int64),
         }
+        record = {"image": example[keys["image"]], "label": label}
+        for name in fields:
+            record[name] = example[keys[name]] if keys[name] else defaults[name]
+        return record
 
     return parse
 

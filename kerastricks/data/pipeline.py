@@ -61,6 +61,7 @@ def _record_stream(
     seed: int | None,
     fold_filter: tuple[list[int] | None, list[int] | None] | None,
     parse: bool = True,
+    fields: tuple[str, ...] = ("weight", "id"),
 ) -> tf.data.Dataset:
     """Records: shuffled files read in parallel for training, in order otherwise.
 
@@ -80,7 +81,7 @@ def _record_stream(
         dataset = tf.data.TFRecordDataset(files, buffer_size=8 * 2**20)
     if not parse and fold_filter is None:
         return dataset
-    dataset = dataset.map(record_parser(source), num_parallel_calls=AUTOTUNE)
+    dataset = dataset.map(record_parser(source, fields + ("fold",)), num_parallel_calls=AUTOTUNE)
     if fold_filter is not None:
         folds, exclude = fold_filter
         dataset = dataset.filter(lambda r: fold_predicate(r["fold"], folds, exclude))
@@ -94,6 +95,7 @@ def _merge_extra(
     keys: Mapping[str, Any] | None,
     seed: int | None,
     main_count: int,
+    fields: tuple[str, ...],
 ) -> tf.data.Dataset:
     """Mixes pseudo-labelled records into the training stream, in proportion to the counts.
 
@@ -107,7 +109,7 @@ def _merge_extra(
             f"extra_records {extra.path} have num_classes={extra.num_classes}, the training "
             f"records {source.path} have {source.num_classes}."
         )
-    extra_stream = _record_stream(extra, extra.files, True, seed, None)
+    extra_stream = _record_stream(extra, extra.files, True, seed, None, fields=fields)
     total = float(main_count + extra.num_records)
     return tf.data.Dataset.sample_from_datasets(
         [main, extra_stream],
@@ -135,13 +137,10 @@ def _cache(dataset: tf.data.Dataset, cache: bool | str | None, key: str) -> tf.d
     return dataset.cache(f"{cache}-{digest}")
 
 
-def _element(record: dict[str, tf.Tensor], image: tf.Tensor) -> dict[str, tf.Tensor]:
-    return {
-        "image": image,
-        "label": record["label"],
-        "weight": record["weight"],
-        "id": record["id"],
-    }
+def _element(
+    record: dict[str, tf.Tensor], image: tf.Tensor, fields: tuple[str, ...]
+) -> dict[str, tf.Tensor]:
+    return {"image": image, "label": record["label"], **{name: record[name] for name in fields}}
 
 
 def _outputs(with_ids: bool, with_weights: bool):
@@ -233,14 +232,18 @@ def build_dataset(
     # ~10% less CPU per image than two per-record maps) unless they must be parsed first:
     # to filter folds, or to merge pseudo-labelled records that use other keys.
     late = fold_filter is None and extra_records is None
-    dataset = _record_stream(source, files, training, seed, fold_filter, parse=not late)
+    # Only what the outputs need is parsed and batched (ids are strings: costly to batch).
+    fields = ("weight",) if with_weights else ("id",) if with_ids else ()
+    dataset = _record_stream(source, files, training, seed, fold_filter, not late, fields)
     if extra_records is not None:
         count = source.count(folds, exclude_folds)
-        dataset = _merge_extra(dataset, source, extra_records, keys, seed, count)
+        dataset = _merge_extra(dataset, source, extra_records, keys, seed, count, fields)
     repeat = training if repeat is None else repeat
     cache_key = f"{files}|{folds}|{exclude_folds}|{extra_records}"
-    parser = record_parser(source) if late else None
-    dataset = _decode_stage(dataset, size, resize, cache, training, repeat, seed, cache_key, parser)
+    parser = record_parser(source, fields) if late else None
+    dataset = _decode_stage(
+        dataset, size, resize, cache, training, repeat, seed, cache_key, parser, fields
+    )
     dataset = dataset.batch(
         batch_size,
         drop_remainder=training if drop_remainder is None else drop_remainder,
@@ -275,6 +278,7 @@ def _decode_stage(
     seed: int | None,
     cache_key: str = "",
     parser: Callable[[tf.Tensor], dict[str, tf.Tensor]] | None = None,
+    fields: tuple[str, ...] = (),
 ) -> tf.data.Dataset:
     """Decode + resize, with the cache before anything random, then shuffle and repeat.
 
@@ -297,7 +301,7 @@ def _decode_stage(
         def decode_for_cache(record: Any) -> dict[str, tf.Tensor]:
             record = parsed(record)
             image = decode.decode_and_resize(record["image"], cache_size, fixed)
-            return _element(record, _to_uint8(image))
+            return _element(record, _to_uint8(image), fields)
 
         dataset = dataset.map(decode_for_cache, num_parallel_calls=AUTOTUNE)
         dataset = _cache(dataset, cache, f"{cache_key}|{cache_size}|{fixed}")
@@ -312,7 +316,7 @@ def _decode_stage(
 
         def decode_fixed(record: Any) -> dict[str, tf.Tensor]:
             record = parsed(record)
-            return _element(record, decode.decode_and_resize(record["image"], size, resize))
+            return _element(record, decode.decode_and_resize(record["image"], size, resize), fields)
 
         return dataset.map(decode_fixed, num_parallel_calls=AUTOTUNE)
 
@@ -322,7 +326,7 @@ def _decode_stage(
         else:
             record = parsed(record)
             image = decode.decode_and_resize(record["image"], size, resize, element_seed)
-        return _element(record, image)
+        return _element(record, image, fields)
 
     return _with_seeds(dataset, seed, salt=1).map(crop, num_parallel_calls=AUTOTUNE)
 
