@@ -33,6 +33,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/write_tfrecords.py
 	$(BIN)/python benchmarks/pipeline.py
+	$(BIN)/python benchmarks/decode_costs.py
 	$(BIN)/python benchmarks/lr_multipliers.py
 
 docs: $(STAMP)

@@ -97,14 +97,19 @@ def keras_loader(size: int) -> tf.data.Dataset:
     return dataset.repeat().prefetch(tf.data.AUTOTUNE)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=ROUNDS, help="turns per case (best counts)")
-    rounds = parser.parse_args().rounds
+def main_data() -> None:
+    """Writes the photos and their records on the first run (kept in benchmarks/_data/)."""
     if not (IMAGES.exists() and len(list(IMAGES.glob("*/*.jpg"))) == COUNT):
         write_images()
     if not (RECORDS / "manifest.json").exists():
         write_records()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="turns per case (best counts)")
+    rounds = parser.parse_args().rounds
+    main_data()
     source = resolve_records(str(RECORDS))
     cases = {
         "a_decode_only": lambda: decode_only(source.files),

@@ -1,0 +1,116 @@
+"""Where the input pipeline's time goes: CPU cost per image of each step, one thread.
+
+On the 384 px JPEGs of `benchmarks/pipeline.py` (written there on its first run), prints the
+microseconds per image of: a full JPEG decode at DCT scale 1, 2, 4 and 8, the decode of a
+centred 288 px window at each scale (at scale 2 also resized to 128 px), and the XLA-compiled
+flip + affine on a 64 x 128 px batch. Each cost is the best of several passes
+over 400 images minus the cost of the same loop doing nothing, with tf.data held to one
+thread. It shows why `pipeline.py`'s goals are hard on this CPU: Huffman decoding, which a
+coarser DCT scale cannot skip, sets a floor near a full decode's cost. The last line is one
+JSON object.
+
+    .venv/bin/python benchmarks/decode_costs.py
+"""
+
+from __future__ import annotations
+
+import kerastricks  # noqa: F401  (selects tf-keras before TensorFlow is imported)
+
+# isort: split
+import json
+import pathlib
+import sys
+import time
+from collections.abc import Callable
+
+import tensorflow as tf
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import pipeline as pipeline_benchmark  # noqa: E402  (the data it writes, and its augmentation)
+
+from kerastricks.data import resolve_records  # noqa: E402
+from kerastricks.data.augment import resolve_augmentations  # noqa: E402
+
+IMAGES = 400
+PASSES = 5
+WINDOW = 288
+
+
+def _one_thread(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = 1
+    options.threading.max_intra_op_parallelism = 1
+    options.autotune.enabled = False
+    return dataset.with_options(options)
+
+
+def per_image_us(
+    blobs: tf.Tensor, cases: dict[str, Callable[[tf.Tensor], tf.Tensor]]
+) -> dict[str, float]:
+    """Best wall time per image of mapping each case over the encoded images, one thread.
+
+    The cases take turns pass by pass, so that a slow spell of the machine falls on all.
+    """
+    datasets = {
+        name: _one_thread(tf.data.Dataset.from_tensor_slices(blobs).map(fn))
+        for name, fn in cases.items()
+    }
+    best = dict.fromkeys(cases, float("inf"))
+    for index in range(PASSES + 1):  # pass 0 warms up: traces the functions, fills caches
+        for name, dataset in datasets.items():
+            start = time.perf_counter()
+            for _ in dataset:
+                pass
+            if index:
+                best[name] = min(best[name], (time.perf_counter() - start) / len(blobs))
+    return {name: seconds * 1e6 for name, seconds in best.items()}
+
+
+def affine_batch_us(batch: int = 64, size: int = 128) -> float:
+    """Per image cost of the benchmark's `[RandomFlip, affine]` on one float batch (XLA)."""
+    pipeline = resolve_augmentations(pipeline_benchmark.AUGMENT, seed=0)
+    images = tf.random.stateless_uniform([batch, size, size, 3], seed=[1, 2], maxval=255.0)
+    labels = tf.zeros([batch, 2])
+    seed = tf.constant([3, 4], tf.int64)
+    pipeline(images, labels, seed)[0].numpy()
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        pipeline(images, labels, seed)[0].numpy()
+        best = min(best, time.perf_counter() - start)
+    return best / batch * 1e6
+
+
+def main() -> None:
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    pipeline_benchmark.main_data()
+    source = resolve_records(str(pipeline_benchmark.RECORDS))
+    spec = {"image": tf.io.FixedLenFeature([], tf.string)}
+    records = tf.data.TFRecordDataset(source.files).take(IMAGES)
+    blobs = tf.stack([tf.io.parse_single_example(r, spec)["image"] for r in records])
+    cases: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {"loop": tf.strings.length}
+    for ratio in (1, 2, 4, 8):
+        cases[f"full_ratio_{ratio}"] = lambda b, r=ratio: tf.io.decode_jpeg(b, channels=3, ratio=r)
+    side = pipeline_benchmark.SIDE
+    for ratio in (1, 2, 4):
+        begin, length = (side - WINDOW) // 2 // ratio, WINDOW // ratio
+        window = tf.constant([begin, begin, length, length])
+        cases[f"window_{WINDOW}_ratio_{ratio}"] = lambda b, w=window, r=ratio: (
+            tf.io.decode_and_crop_jpeg(b, w, channels=3, ratio=r)
+        )
+    crop = cases[f"window_{WINDOW}_ratio_2"]
+    cases[f"window_{WINDOW}_ratio_2_resized_128"] = lambda b: tf.image.resize(crop(b), (128, 128))
+    costs = per_image_us(blobs, cases)
+    loop = costs.pop("loop")  # the loop's own cost, subtracted from the others
+    result = {name: round(value - loop, 1) for name, value in costs.items()}
+    result["flip_affine_128_xla"] = round(affine_batch_us(), 1)
+    result["loop_overhead"] = round(loop, 1)
+    width = max(map(len, result))
+    for name, value in result.items():
+        print(f"{name:<{width}}  {value:8.1f} us/image")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
