@@ -93,12 +93,10 @@ def _discard(out: str, names: Sequence[str]) -> threading.Thread | None:
         _remove(out, names)
         return None
     trash = tempfile.mkdtemp(prefix=_OLD_PREFIX, dir=out)
-    for name in names:
-        path = os.path.join(out, name)
-        if name.startswith("."):
-            _remove(out, [name])  # leftovers of an interrupted run: small or already trash
-        elif os.path.lexists(path):
-            os.rename(path, os.path.join(trash, name))
+    for name in names:  # leftovers of an interrupted run (partial files, trash) go too
+        path = os.path.join(out, name.rstrip("/"))
+        if os.path.lexists(path):
+            os.rename(path, os.path.join(trash, os.path.basename(path)))
     thread = threading.Thread(target=shutil.rmtree, args=(trash, True), daemon=True)
     thread.start()
     return thread

@@ -60,8 +60,8 @@ def _record_stream(
     training: bool,
     seed: int | None,
     fold_filter: tuple[list[int] | None, list[int] | None] | None,
+    fields: tuple[str, ...],
     parse: bool = True,
-    fields: tuple[str, ...] = ("weight", "id"),
 ) -> tf.data.Dataset:
     """Records: shuffled files read in parallel for training, in order otherwise.
 
@@ -109,7 +109,7 @@ def _merge_extra(
             f"extra_records {extra.path} have num_classes={extra.num_classes}, the training "
             f"records {source.path} have {source.num_classes}."
         )
-    extra_stream = _record_stream(extra, extra.files, True, seed, None, fields=fields)
+    extra_stream = _record_stream(extra, extra.files, True, seed, None, fields)
     total = float(main_count + extra.num_records)
     return tf.data.Dataset.sample_from_datasets(
         [main, extra_stream],
@@ -228,13 +228,13 @@ def build_dataset(
     if deterministic is None:
         deterministic = seed is not None or not training
 
-    # Records stay serialized until the decode map (parse and decode in one stage, measured
-    # ~10% less CPU per image than two per-record maps) unless they must be parsed first:
+    # Records stay serialized until the decode map (parse and decode in one stage: ~8% more
+    # images/s than two per-record maps, benchmarks/pipeline.py) unless they must be parsed:
     # to filter folds, or to merge pseudo-labelled records that use other keys.
     late = fold_filter is None and extra_records is None
     # Only what the outputs need is parsed and batched (ids are strings: costly to batch).
     fields = ("weight",) if with_weights else ("id",) if with_ids else ()
-    dataset = _record_stream(source, files, training, seed, fold_filter, not late, fields)
+    dataset = _record_stream(source, files, training, seed, fold_filter, fields, not late)
     if extra_records is not None:
         count = source.count(folds, exclude_folds)
         dataset = _merge_extra(dataset, source, extra_records, keys, seed, count, fields)

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from kerastricks.data import build_dataset, resolve_records
+from kerastricks.data.parse import record_parser
 
 
 def test_manifest_folder_gives_schema_and_fold_files(records):
@@ -61,6 +62,19 @@ def test_foreign_records_with_custom_keys(kt, tmp_path):
     assert [i.decode() for i in ids.numpy()] == ["n1", "n3", "n5"]
     np.testing.assert_array_equal(labels.numpy().argmax(1), [1, 3, 1])
     assert images.shape == (3, 16, 16, 3)
+
+
+def test_parser_reads_only_the_fields_asked_for(kt, tmp_path):
+    _foreign(kt, str(tmp_path / "foreign.tfrecord"))
+    keys = {"image": "image_raw", "label": "target", "id": "image_name", "fold": "kfold"}
+    source = resolve_records(str(tmp_path / "*.tfrecord"), keys, num_classes=4)
+    serialized = next(iter(tf.data.TFRecordDataset(source.files)))
+    assert sorted(record_parser(source, ())(serialized)) == ["image", "label"]
+    record = record_parser(source, ("id", "fold"))(serialized)
+    assert (record["id"].numpy(), int(record["fold"])) == (b"n0", 0)
+    assert float(record_parser(source)(serialized)["weight"]) == 1.0  # default: every field
+    with pytest.raises(ValueError, match=r"unknown fields \['ids'\]"):
+        record_parser(source, ("ids",))
 
 
 def test_foreign_regression_labels_inferred_from_floats(kt, tmp_path):
