@@ -65,8 +65,10 @@ def _load_csv(csv: str, columns: list[tuple[str, str | None]]) -> tuple[pd.DataF
         else:  # plain open: a third of a millisecond less than GFile's exists + read
             with open(csv, "rb") as f:
                 data = f.read()
-    except (tf.errors.NotFoundError, FileNotFoundError, IsADirectoryError):
+    except (tf.errors.NotFoundError, FileNotFoundError):
         raise TFRecordsError(f"CSV file not found: {csv}") from None
+    except IsADirectoryError:
+        raise TFRecordsError(f"--csv must be a file, not a folder: {csv}") from None
     sha256 = hashlib.sha256(data).hexdigest()
     try:
         # Text columns keep "3" as "3" (not 3.0 when the column has a gap) and class names as given.

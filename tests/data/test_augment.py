@@ -44,6 +44,17 @@ def test_affine_shift_and_flip_move_pixels_exactly():
     )
     np.testing.assert_allclose(shifted[:, :, 3:], images[:, :, :-3], atol=1e-3)
     assert float(tf.reduce_max(shifted[:, :, :3])) == 0.0
+    # A fill value enters only where the source point leaves the image, in both interpolations.
+    for interpolation in ("bilinear", "nearest"):
+        filled = affine_transform(
+            images,
+            affine_matrices(*_params(4, shift_x=3.0), 16, 16),
+            "constant",
+            7.0,
+            interpolation,
+        )
+        np.testing.assert_allclose(filled[:, :, :3], 7.0, atol=1e-3)
+        np.testing.assert_allclose(filled[:, :, 3:], images[:, :, :-3], atol=1e-3)
     mirror = affine_matrices(*_params(4), 16, 16, flip_x=-tf.ones([4]))
     np.testing.assert_allclose(affine_transform(images, mirror), images[:, :, ::-1], atol=1e-3)
 

@@ -127,15 +127,15 @@ def affine_transform(
         cols = [x0, x0 + tf.cast(x0 < width - 1, tf.int32)]
     flat = tf.reshape(images, [-1, channels])
     dtype = images.dtype
-    out, total = None, None
     pairs = [(0, 0)] if interpolation == "nearest" else [(0, 0), (0, 1), (1, 0), (1, 1)]
-    for i, j in pairs:
-        weight = weights_y[i] * weights_x[j]
-        term = tf.gather(flat, rows[i] + cols[j]) * tf.cast(weight, dtype)[..., None]
-        out = term if out is None else out + term
-        total = weight if total is None else total + weight
+    weights = [weights_y[i] * weights_x[j] for i, j in pairs]
+    terms = [
+        tf.gather(flat, rows[i] + cols[j]) * tf.cast(weight, dtype)[..., None]
+        for (i, j), weight in zip(pairs, weights, strict=True)
+    ]
+    out = tf.add_n(terms)
     if fill_mode == "constant" and fill_value != 0:
-        out = out + tf.cast((1.0 - total) * fill_value, dtype)[..., None]
+        out += tf.cast((1.0 - tf.add_n(weights)) * fill_value, dtype)[..., None]
     return tf.reshape(out, tf.shape(images))
 
 
