@@ -23,6 +23,19 @@ def test_dct_ratio_is_chosen_from_the_target(photo, kt):
     assert int(decode.jpeg_ratio(tf.constant([256, 256]), (32, 32))) == 3  # ratio 8
 
 
+def test_window_decode_picks_the_coarsest_scale_that_covers_the_target(photo, kt):
+    jpeg = tf.constant(kt.encode(photo))  # 256 px stored
+    window = tf.constant([64, 64, 128, 128])
+    shapes = {
+        target: decode.decode_window(jpeg, lambda hw: window, (target, target)).shape[0]
+        for target in (16, 32, 64, 100)
+    }
+    assert shapes == {16: 16, 32: 32, 64: 64, 100: 128}  # scales 8, 4, 2 and 1
+    half = decode.decode_window(jpeg, lambda hw: window, (64, 64))
+    expected = tf.io.decode_and_crop_jpeg(jpeg, [32, 32, 64, 64], channels=3, ratio=2)
+    np.testing.assert_array_equal(half, expected)
+
+
 def test_dct_decode_is_close_to_full_decode_and_resize(photo, kt):
     jpeg = tf.constant(kt.encode(photo))
     ours = decode.decode_and_resize(jpeg, 64).numpy()
