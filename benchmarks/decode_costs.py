@@ -3,11 +3,14 @@
 On the 384 px JPEGs of `benchmarks/pipeline.py` (written there on its first run), prints the
 microseconds per image of: a full JPEG decode at DCT scale 1, 2, 4 and 8, the decode of a
 centred 288 px window at each scale (at scale 2 also resized to 128 px), and the XLA-compiled
-flip + affine on a 64 x 128 px batch. Each cost is the best of several passes
-over 400 images minus the cost of the same loop doing nothing, with tf.data held to one
-thread. It shows why `pipeline.py`'s goals are hard on this CPU: Huffman decoding, which a
-coarser DCT scale cannot skip, sets a floor near a full decode's cost. The last line is one
-JSON object.
+flip + affine on a 64 x 128 px batch. Each cost is the best of several passes over 400 images
+minus the cost of the same loop doing nothing, with tf.data held to one thread. Then the whole
+pipelines stage by stage, as CPU time per image in one thread (a fresh iterator per pass, so no
+other pipeline works in the background): decode only (pipeline.py's case a), our record read +
+random-resized-crop window decode + resize + batch, all of `build_dataset` without
+augmentation, and with the flip + affine, at 128 and 64 px. It shows why `pipeline.py`'s goals
+are hard on this CPU: Huffman decoding, which a coarser DCT scale cannot skip, sets a floor
+near a full decode's cost. The last line is one JSON object.
 
     .venv/bin/python benchmarks/decode_costs.py
 """
@@ -28,12 +31,15 @@ import tensorflow as tf
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import pipeline as pipeline_benchmark  # noqa: E402  (the data it writes, and its augmentation)
 
-from kerastricks.data import resolve_records  # noqa: E402
+from kerastricks.data import build_dataset, decode, resolve_records  # noqa: E402
 from kerastricks.data.augment import resolve_augmentations  # noqa: E402
+from kerastricks.data.parse import record_parser  # noqa: E402
 
 IMAGES = 400
 PASSES = 5
 WINDOW = 288
+STAGE_IMAGES = 1920
+STAGE_PASSES = 3
 
 
 def _one_thread(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -81,6 +87,50 @@ def affine_batch_us(batch: int = 64, size: int = 128) -> float:
     return best / batch * 1e6
 
 
+def _window_decode_batches(source, size: int) -> tf.data.Dataset:
+    """Record read, random-resized-crop window decode and resize, batch: no pipeline extras."""
+    parser = record_parser(source, ())
+    files = tf.data.Dataset.from_tensor_slices(source.files).repeat()
+    records = files.interleave(tf.data.TFRecordDataset, cycle_length=16)
+    seeds = tf.data.Dataset.random(seed=1).map(lambda s: tf.stack([s, tf.constant(1, tf.int64)]))
+
+    def crop(serialized: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        record = parser(serialized)
+        image = decode.decode_and_resize(record["image"], size, "random_resized_crop", seed)
+        return image, record["label"]
+
+    dataset = tf.data.Dataset.zip((records, seeds)).map(crop)
+    return dataset.batch(pipeline_benchmark.BATCH, drop_remainder=True)
+
+
+def stage_cpu_us(source) -> dict[str, float]:
+    """CPU time per image of whole pipelines with tf.data held to one thread (best pass)."""
+    batch, augment = pipeline_benchmark.BATCH, pipeline_benchmark.AUGMENT
+    cases = {"stage_full_decode_batch": lambda: pipeline_benchmark.decode_only(source.files)}
+    for size in (128, 64):
+        cases[f"stage_{size}_window_decode_resize_batch"] = lambda size=size: (
+            _window_decode_batches(source, size)
+        )
+        cases[f"stage_{size}_ours_no_augment"] = lambda size=size: build_dataset(
+            source, size, batch, True
+        )
+        cases[f"stage_{size}_ours_flip_affine"] = lambda size=size: build_dataset(
+            source, size, batch, True, augment
+        )
+    best = dict.fromkeys(cases, float("inf"))
+    for _ in range(STAGE_PASSES):
+        for name, make in cases.items():
+            iterator = iter(_one_thread(make()))
+            for _ in range(4):
+                next(iterator)
+            seen, start = 0, time.process_time()
+            while seen < STAGE_IMAGES:
+                seen += int(next(iterator)[0].shape[0])
+            best[name] = min(best[name], (time.process_time() - start) / seen * 1e6)
+            del iterator  # its background threads stop before the next case is timed
+    return best
+
+
 def main() -> None:
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -106,6 +156,7 @@ def main() -> None:
     result = {name: round(value - loop, 1) for name, value in costs.items()}
     result["flip_affine_128_xla"] = round(affine_batch_us(), 1)
     result["loop_overhead"] = round(loop, 1)
+    result.update({name: round(value, 1) for name, value in stage_cpu_us(source).items()})
     width = max(map(len, result))
     for name, value in result.items():
         print(f"{name:<{width}}  {value:8.1f} us/image")
