@@ -6,11 +6,10 @@ centred 288 px window at each scale (at scale 2 also resized to 128 px), and the
 flip + affine on a 64 x 128 px batch. Each cost is the best of several passes over 400 images
 minus the cost of the same loop doing nothing, with tf.data held to one thread. Then the whole
 pipelines stage by stage, as CPU time per image in one thread (a fresh iterator per pass, so no
-other pipeline works in the background): decode only (pipeline.py's case a), our record read +
-random-resized-crop window decode + resize + batch, all of `build_dataset` without
-augmentation, and with the flip + affine, at 128 and 64 px. It shows why `pipeline.py`'s goals
-are hard on this CPU: Huffman decoding, which a coarser DCT scale cannot skip, sets a floor
-near a full decode's cost. The last line is one JSON object.
+other pipeline works in the background): decode only (pipeline.py's case a), `build_dataset`
+without augmentation, and with the flip + affine, at 128 and 64 px. It shows why
+`pipeline.py`'s goals are hard on this CPU: Huffman decoding, which a coarser DCT scale cannot
+skip, sets a floor near a full decode's cost. The last line is one JSON object.
 
     .venv/bin/python benchmarks/decode_costs.py
 """
@@ -31,9 +30,8 @@ import tensorflow as tf
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import pipeline as pipeline_benchmark  # noqa: E402  (the data it writes, and its augmentation)
 
-from kerastricks.data import build_dataset, decode, resolve_records  # noqa: E402
+from kerastricks.data import RecordSource, build_dataset, resolve_records  # noqa: E402
 from kerastricks.data.augment import resolve_augmentations  # noqa: E402
-from kerastricks.data.parse import record_parser  # noqa: E402
 
 IMAGES = 400
 PASSES = 5
@@ -87,30 +85,11 @@ def affine_batch_us(batch: int = 64, size: int = 128) -> float:
     return best / batch * 1e6
 
 
-def _window_decode_batches(source, size: int) -> tf.data.Dataset:
-    """Record read, random-resized-crop window decode and resize, batch: no pipeline extras."""
-    parser = record_parser(source, ())
-    files = tf.data.Dataset.from_tensor_slices(source.files).repeat()
-    records = files.interleave(tf.data.TFRecordDataset, cycle_length=16)
-    seeds = tf.data.Dataset.random(seed=1).map(lambda s: tf.stack([s, tf.constant(1, tf.int64)]))
-
-    def crop(serialized: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        record = parser(serialized)
-        image = decode.decode_and_resize(record["image"], size, "random_resized_crop", seed)
-        return image, record["label"]
-
-    dataset = tf.data.Dataset.zip((records, seeds)).map(crop)
-    return dataset.batch(pipeline_benchmark.BATCH, drop_remainder=True)
-
-
-def stage_cpu_us(source) -> dict[str, float]:
+def stage_cpu_us(source: RecordSource) -> dict[str, float]:
     """CPU time per image of whole pipelines with tf.data held to one thread (best pass)."""
     batch, augment = pipeline_benchmark.BATCH, pipeline_benchmark.AUGMENT
     cases = {"stage_full_decode_batch": lambda: pipeline_benchmark.decode_only(source.files)}
     for size in (128, 64):
-        cases[f"stage_{size}_window_decode_resize_batch"] = lambda size=size: (
-            _window_decode_batches(source, size)
-        )
         cases[f"stage_{size}_ours_no_augment"] = lambda size=size: build_dataset(
             source, size, batch, True
         )
