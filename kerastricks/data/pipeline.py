@@ -81,6 +81,8 @@ def _record_stream(
         dataset = tf.data.TFRecordDataset(files, buffer_size=8 * 2**20)
     if not parse and fold_filter is None:
         return dataset
+    # "fold" too, so that the filter has it and every parsed stream has the same structure
+    # (sample_from_datasets merges this one with the pseudo-label stream).
     dataset = dataset.map(record_parser(source, fields + ("fold",)), num_parallel_calls=AUTOTUNE)
     if fold_filter is not None:
         folds, exclude = fold_filter
@@ -276,9 +278,9 @@ def _decode_stage(
     training: bool,
     repeat: bool,
     seed: int | None,
-    cache_key: str = "",
-    parser: Callable[[tf.Tensor], dict[str, tf.Tensor]] | None = None,
-    fields: tuple[str, ...] = (),
+    cache_key: str,
+    parser: Callable[[tf.Tensor], dict[str, tf.Tensor]] | None,
+    fields: tuple[str, ...],
 ) -> tf.data.Dataset:
     """Decode + resize, with the cache before anything random, then shuffle and repeat.
 
