@@ -173,11 +173,13 @@ def resize(image: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
     """Bilinear resize to float32 `[h, w, 3]` in [0, 255].
 
     No antialiasing: the DCT decode has already brought the image within 2x of the target,
-    where bilinear aliasing is small, and antialias=True costs ~2x on this step. uint8 input
-    is cast to float32 first: the same values, and TensorFlow's bilinear kernel is ~2x
-    faster on float32 (a ~200 px window to 128 px: 48 us with the cast vs 111 us without, one
-    thread, benchmarks/decode_costs.py).
+    where bilinear aliasing is small, and antialias=True costs ~2x on this step.
     """
+    # uint8 is cast to float32 first (same values): TensorFlow's bilinear kernel is ~2x faster
+    # on float32 (a 192 px window to 128 px: 47 us with the cast, 85 us without; one thread).
+    # Only a large downscale, which the DCT decode mostly avoids, pays more for the cast than
+    # it saves (192 px to 64 px: 30 vs 22 us); a tf.cond choosing per image cost more than
+    # that in the random-resized-crop pipeline.
     out = tf.image.resize(tf.cast(image, tf.float32), size, method="bilinear")
     out.set_shape([size[0], size[1], 3])
     return out
