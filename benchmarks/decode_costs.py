@@ -2,14 +2,16 @@
 
 On the 384 px JPEGs of `benchmarks/pipeline.py` (written there on its first run), prints the
 microseconds per image of: a full JPEG decode at DCT scale 1, 2, 4 and 8, the decode of a
-centred 288 px window at each scale (at scale 2 also resized to 128 px), and the XLA-compiled
-flip + affine on a 64 x 128 px batch. Each cost is the best of several passes over 400 images
-minus the cost of the same loop doing nothing, with tf.data held to one thread. Then the whole
-pipelines stage by stage, as CPU time per image in one thread (a fresh iterator per pass, so no
-other pipeline works in the background): decode only (pipeline.py's case a), `build_dataset`
-without augmentation, and with the flip + affine, at 128 and 64 px. It shows why
-`pipeline.py`'s goals are hard on this CPU: Huffman decoding, which a coarser DCT scale cannot
-skip, sets a floor near a full decode's cost. The last line is one JSON object.
+centred 288 px window at each scale (at scale 2 also resized to 128 px), the random-resized-crop
+decode of the training pipeline at 128 and 64 px (alone and resized), and the XLA-compiled
+flip + affine on batches of 64 images of 128 and 64 px. Each cost is the best of several
+passes over 400 images minus the cost of the same loop doing nothing, with tf.data held to one
+thread. Then the whole pipelines stage by stage, as CPU time per image in one thread (a fresh
+iterator per pass, so no other pipeline works in the background): decode only (pipeline.py's
+case a), the Keras loader (case c), `build_dataset` without augmentation, and with the flip +
+affine, at 128 and 64 px. It shows why `pipeline.py`'s goals are hard on this CPU: Huffman
+decoding, which a coarser DCT scale cannot skip, sets a floor near a full decode's cost. The
+last line is one JSON object.
 
     .venv/bin/python benchmarks/decode_costs.py
 """
@@ -30,7 +32,7 @@ import tensorflow as tf
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import pipeline as pipeline_benchmark  # noqa: E402  (the data it writes, and its augmentation)
 
-from kerastricks.data import RecordSource, build_dataset, resolve_records  # noqa: E402
+from kerastricks.data import RecordSource, build_dataset, decode, resolve_records  # noqa: E402
 from kerastricks.data.augment import resolve_augmentations  # noqa: E402
 
 IMAGES = 400
@@ -49,16 +51,18 @@ def _one_thread(dataset: tf.data.Dataset) -> tf.data.Dataset:
 
 
 def per_image_us(
-    blobs: tf.Tensor, cases: dict[str, Callable[[tf.Tensor], tf.Tensor]]
+    blobs: tf.Tensor, cases: dict[str, Callable[[tf.Tensor, tf.Tensor], tf.Tensor]]
 ) -> dict[str, float]:
-    """Best wall time per image of mapping each case over the encoded images, one thread.
+    """Best wall time per image of mapping each case over (encoded image, seed), one thread.
 
-    The cases take turns pass by pass, so that a slow spell of the machine falls on all.
+    Each image has its own stateless seed [2] (the same in every pass). The cases take turns
+    pass by pass, so that a slow spell of the machine falls on all.
     """
-    datasets = {
-        name: _one_thread(tf.data.Dataset.from_tensor_slices(blobs).map(fn))
-        for name, fn in cases.items()
-    }
+    seeds = tf.random.stateless_uniform(
+        [len(blobs), 2], seed=[0, 1], maxval=2**31 - 1, dtype=tf.int64
+    )
+    elements = tf.data.Dataset.from_tensor_slices((blobs, seeds))
+    datasets = {name: _one_thread(elements.map(fn)) for name, fn in cases.items()}
     best = dict.fromkeys(cases, float("inf"))
     for index in range(PASSES + 1):  # pass 0 warms up: traces the functions, fills caches
         for name, dataset in datasets.items():
@@ -88,7 +92,10 @@ def affine_batch_us(batch: int = 64, size: int = 128) -> float:
 def stage_cpu_us(source: RecordSource) -> dict[str, float]:
     """CPU time per image of whole pipelines with tf.data held to one thread (best pass)."""
     batch, augment = pipeline_benchmark.BATCH, pipeline_benchmark.AUGMENT
-    cases = {"stage_full_decode_batch": lambda: pipeline_benchmark.decode_only(source.files)}
+    cases = {
+        "stage_full_decode_batch": lambda: pipeline_benchmark.decode_only(source.files),
+        "stage_keras_dir_128": lambda: pipeline_benchmark.keras_loader(128),
+    }
     for size in (128, 64):
         cases[f"stage_{size}_ours_no_augment"] = lambda size=size: build_dataset(
             source, size, batch, True
@@ -118,22 +125,38 @@ def main() -> None:
     spec = {"image": tf.io.FixedLenFeature([], tf.string)}
     records = tf.data.TFRecordDataset(source.files).take(IMAGES)
     blobs = tf.stack([tf.io.parse_single_example(r, spec)["image"] for r in records])
-    cases: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {"loop": tf.strings.length}
+    cases: dict[str, Callable[[tf.Tensor, tf.Tensor], tf.Tensor]] = {
+        "loop": lambda b, _: tf.strings.length(b)
+    }
     for ratio in (1, 2, 4, 8):
-        cases[f"full_ratio_{ratio}"] = lambda b, r=ratio: tf.io.decode_jpeg(b, channels=3, ratio=r)
+        cases[f"full_ratio_{ratio}"] = lambda b, _, r=ratio: tf.io.decode_jpeg(
+            b, channels=3, ratio=r
+        )
     side = pipeline_benchmark.SIDE
     for ratio in (1, 2, 4):
         begin, length = (side - WINDOW) // 2 // ratio, WINDOW // ratio
         window = tf.constant([begin, begin, length, length])
-        cases[f"window_{WINDOW}_ratio_{ratio}"] = lambda b, w=window, r=ratio: (
+        cases[f"window_{WINDOW}_ratio_{ratio}"] = lambda b, _, w=window, r=ratio: (
             tf.io.decode_and_crop_jpeg(b, w, channels=3, ratio=r)
         )
     crop = cases[f"window_{WINDOW}_ratio_2"]
-    cases[f"window_{WINDOW}_ratio_2_resized_128"] = lambda b: tf.image.resize(crop(b), (128, 128))
+    cases[f"window_{WINDOW}_ratio_2_resized_128"] = lambda b, s: decode.resize(
+        crop(b, s), (128, 128)
+    )
+    # What the training pipeline decodes: a random-resized-crop window at the coarsest DCT
+    # scale that covers the target, alone and then resized to the target.
+    for size in (128, 64):
+        cases[f"random_crop_decode_{size}"] = lambda b, s, n=size: decode.decode_window(
+            b, lambda hw: decode.random_crop_window(hw, s), (n, n)
+        )
+        cases[f"random_crop_decode_resize_{size}"] = lambda b, s, n=size: decode.decode_and_resize(
+            b, n, "random_resized_crop", s
+        )
     costs = per_image_us(blobs, cases)
     loop = costs.pop("loop")  # the loop's own cost, subtracted from the others
     result = {name: round(value - loop, 1) for name, value in costs.items()}
-    result["flip_affine_128_xla"] = round(affine_batch_us(), 1)
+    for size in (128, 64):
+        result[f"flip_affine_{size}_xla"] = round(affine_batch_us(size=size), 1)
     result["loop_overhead"] = round(loop, 1)
     result.update({name: round(value, 1) for name, value in stage_cpu_us(source).items()})
     width = max(map(len, result))
