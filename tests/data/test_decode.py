@@ -88,3 +88,14 @@ def test_bad_arguments_are_named(kt):
         decode.to_size((1, 2, 3))
     with pytest.raises(ValueError, match="needs a stateless seed"):
         decode.decode_and_resize(tf.constant(b"x"), 8, "random_resized_crop")
+
+
+def test_resize_of_uint8_gives_the_uint8_kernel_values():
+    # resize casts uint8 to float32 first (a faster kernel); the values must not change.
+    image = tf.random.stateless_uniform([150, 97, 3], seed=[5, 6], maxval=256, dtype=tf.int32)
+    image = tf.cast(image, tf.uint8)
+    for size in ((128, 128), (64, 40)):
+        out = decode.resize(image, size)
+        assert out.dtype == tf.float32 and out.shape == (*size, 3)
+        expected = tf.image.resize(image, size, method="bilinear")
+        np.testing.assert_allclose(out, expected, atol=1e-3)
