@@ -256,9 +256,10 @@ def build_dataset(
     dataset = _decode_stage(
         dataset, size, resize, cache, training, repeat, seed, cache_key, parser, fields
     )
-    # Sequential batching: a parallel batch's bookkeeping cost 15-55 us of CPU per image on
-    # one thread (median of five passes) and 2-4 % of images/s on two cores, while copying an
-    # element into its batch is ~1 % of the decode (benchmarks/pipeline.py).
+    # Sequential batching: in A/B runs of benchmarks/pipeline.py's case (b) with each kind of
+    # batch, a parallel batch's bookkeeping cost 15-55 us of CPU per image with tf.data held
+    # to one thread (five passes) and 2-4 % of images/s on two cores, while copying an
+    # element into its batch is ~1 % of the decode.
     dataset = dataset.batch(
         batch_size, drop_remainder=training if drop_remainder is None else drop_remainder
     )
