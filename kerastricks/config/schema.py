@@ -265,6 +265,10 @@ class PseudoConfig:
         top_k: instead of a threshold, keep the k most confident samples per class.
         soft: keep the predicted distribution (soft labels) instead of the argmax.
         weight: sample weight of pseudo-labelled samples.
+        mode: `per_fold` (default): fold k's pseudo-labels come only from the previous
+            round's fold-k model, which never saw fold k's labels, so the CV score stays
+            honest. `pooled`: every fold trains on the whole ensemble's pseudo-labels; those
+            models saw fold k's labels, so fold k's CV score is optimistic (it leaks).
     """
 
     rounds: int = 0
@@ -272,6 +276,7 @@ class PseudoConfig:
     top_k: int | None = None
     soft: bool = False
     weight: float = 1.0
+    mode: str = "per_fold"
 
 
 @dataclass
