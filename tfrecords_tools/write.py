@@ -49,6 +49,8 @@ def _check_out(out: str, prefix: str, overwrite: bool) -> list[str]:
     """
     if not tf.io.gfile.exists(out):
         return []
+    if not tf.io.gfile.isdir(out):
+        raise TFRecordsError(f"--out must be a folder, but {out} is a file; choose another --out")
     names = tf.io.gfile.listdir(out)
     ours = _shard_pattern(prefix)
     foreign = [n for n in names if n.endswith(SHARD_SUFFIX) and not ours.match(n)]
@@ -105,6 +107,7 @@ def _discard(out: str, names: Sequence[str]) -> threading.Thread | None:
 def _check_options(
     csv: str | None,
     from_folder: str | None,
+    folds: int | None,
     workers: int,
     shard_mb: float,
     resize: int | None,
@@ -114,6 +117,10 @@ def _check_options(
     if (csv is None) == (from_folder is None):
         raise TFRecordsError("give exactly one source: csv=... (--csv) or from_folder=...")
     checks = [
+        (
+            folds is None or folds >= 2,
+            f"folds (--folds) must be at least 2, or omitted for no folds; received folds={folds}",
+        ),
         (workers >= 1, f"workers must be at least 1; received workers={workers}"),
         (shard_mb > 0, f"shard_mb must be positive; received shard_mb={shard_mb}"),
         (resize is None or resize >= 1, f"resize must be a positive size; received {resize}"),
@@ -189,7 +196,7 @@ def write_records(
         The manifest, as written to `<out>/manifest.json`.
     """
     start = time.perf_counter()
-    _check_options(csv, from_folder, workers, shard_mb, resize, quality, max_bad)
+    _check_options(csv, from_folder, folds, workers, shard_mb, resize, quality, max_bad)
     to_remove = _check_out(out, prefix, overwrite)
     if csv is not None:
         table = read_csv_source(

@@ -51,3 +51,22 @@ def test_verify_exits_1_on_a_corrupt_shard(make_digits, tmp_path, capsys):
     shard.write_bytes(bytes(data))
     assert main(["verify", str(out)]) == 1
     assert f"CORRUPT: 1 problems in {out}" in capsys.readouterr().out
+
+
+def test_folds_below_two_and_a_file_as_out_are_one_line_errors(make_digits, tmp_path, capsys):
+    csv = make_digits(8)
+    out = str(tmp_path / "out")
+    for folds in ("0", "1", "-3"):
+        assert main(["write", "--csv", csv, "--out", out, "--folds", folds, "--quiet"]) == 2
+        error = capsys.readouterr().err
+        assert (
+            f"--folds) must be at least 2, or omitted for no folds; received folds={folds}" in error
+        )
+    assert not (tmp_path / "out").exists()
+    existing = tmp_path / "notes.txt"
+    existing.write_text("mine")
+    assert main(["write", "--csv", csv, "--out", str(existing), "--quiet"]) == 2
+    error = capsys.readouterr().err
+    expected = f"--out must be a folder, but {existing} is a file; choose another --out"
+    assert error == f"tfrecords-tools write: error: {expected}\n"
+    assert existing.read_text() == "mine"
