@@ -87,7 +87,8 @@ def _load_csv(csv: str, columns: list[tuple[str, str | None]]) -> tuple[pd.DataF
 
 
 def _check_filled(frame: pd.DataFrame, column: str, what: str, csv: str) -> None:
-    empty = np.flatnonzero(frame[column].isna().to_numpy())
+    # A cell of spaces is empty too: labels are stripped, and an empty class name is a typo.
+    empty = np.flatnonzero((frame[column].isna() | (frame[column].str.strip() == "")).to_numpy())
     if len(empty):
         raise TFRecordsError(
             f"empty {what} in column {column!r} of {csv} at {_lines(empty)}; "
@@ -142,14 +143,17 @@ def _infer_task(frame: pd.DataFrame, label_cols: Sequence[str], label_sep: str |
 
 
 def _single_labels(column: pd.Series) -> tuple[list[list[int]], list[str], list[str]]:
-    names = column.tolist()  # a list: iterating a pandas string Series costs 15 us per item
+    # Stripped: " a" and "a" typed by hand (or a padded export) are one class, not two.
+    names = column.str.strip().tolist()  # a list: iterating a Series costs 15 us per item
     class_names = _natural_sorted(set(names))
     index = {name: i for i, name in enumerate(class_names)}
     return [[index[name]] for name in names], names, class_names
 
 
 def _separated_labels(column: pd.Series, sep: str) -> tuple[list[list[int]], list[str], list[str]]:
-    name_lists = [[name for name in value.split(sep) if name] for value in column.tolist()]
+    name_lists = [
+        [name for name in map(str.strip, value.split(sep)) if name] for value in column.tolist()
+    ]
     class_names = _natural_sorted({name for names in name_lists for name in names})
     index = {name: i for i, name in enumerate(class_names)}
     labels = [sorted({index[name] for name in names}) for names in name_lists]
@@ -222,7 +226,8 @@ def read_csv_source(
     """Reads and validates a CSV of image paths and labels; image paths are relative to its folder.
 
     Every problem (missing file or column, empty cells, duplicate ids, bad label values) raises
-    `TFRecordsError` naming the column and CSV line numbers; no image is opened here.
+    `TFRecordsError` naming the column and CSV line numbers; no image is opened here. Class
+    names are stripped of surrounding spaces (" a" and "a" are one class).
     """
     label_cols = [label_cols] if isinstance(label_cols, str) else list(label_cols)
     if task is not None and task not in TASKS:
@@ -285,11 +290,29 @@ def _is_absolute(path: str) -> bool:
     return "://" in path or path.startswith("/") or (len(path) > 2 and path[1:3] in (":\\", ":/"))
 
 
+def _check_unique_folder_ids(ids: list[str], shown_paths: list[str], folder: str) -> None:
+    """Raises when two images differ only by extension (`a/x.jpg`, `a/x.png`): one id, which
+    could land in two folds and would make predictions and `folds.csv` ambiguous."""
+    files_of: dict[str, list[str]] = {}
+    for sample_id, path in zip(ids, shown_paths, strict=True):
+        files_of.setdefault(sample_id, []).append(path)
+    clashes = [paths for paths in files_of.values() if len(paths) > 1]
+    if clashes:
+        shown = "; ".join(" and ".join(paths) for paths in clashes[:3])
+        more = f" (and {len(clashes) - 3} more)" if len(clashes) > 3 else ""
+        raise TFRecordsError(
+            f"{len(clashes)} ids in {folder} name more than one image: {shown}{more}; the id "
+            "is the path without its extension, so rename or remove one file of each pair"
+        )
+
+
 def read_folder_source(folder: str, task: str | None = None) -> SourceTable:
     """Reads a folder tree with one sub-folder per class (sub-sub-folders belong to their class).
 
     Files whose extension is not one of `IMAGE_EXTENSIONS`, hidden files, and files at the top
-    level are ignored (and counted in the manifest's `source.ignored_files`).
+    level are ignored (and counted in the manifest's `source.ignored_files`). The id of an image
+    is its path without extension (`cat/001`); two images with one id are refused. Class names
+    are the sub-folder names stripped of surrounding spaces.
     """
     if task not in (None, "single_label"):
         raise TFRecordsError(f"a folder tree gives single-label classes; got task {task!r}")
@@ -311,13 +334,15 @@ def read_folder_source(folder: str, task: str | None = None) -> SourceTable:
             f"files ending in {', '.join(IMAGE_EXTENSIONS)}"
         )
     shown_paths.sort()
+    ids = [posixpath.splitext(p)[0] for p in shown_paths]
+    _check_unique_folder_ids(ids, shown_paths, folder)
     class_column = pd.Series([p.split("/", 1)[0] for p in shown_paths])
     labels, texts, class_names = _single_labels(class_column)
     listing = "\n".join(shown_paths).encode("utf-8")
     return SourceTable(
         paths=[f"{folder}/{p}" for p in shown_paths],
         shown_paths=shown_paths,
-        ids=[posixpath.splitext(p)[0] for p in shown_paths],
+        ids=ids,
         labels=labels,
         label_texts=texts,
         groups=None,

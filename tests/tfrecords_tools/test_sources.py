@@ -9,7 +9,7 @@ import pytest
 
 import tfrecords_tools.images as images_module
 from tfrecords_tools import TFRecordsError, write_records
-from tfrecords_tools.sources import read_csv_source
+from tfrecords_tools.sources import read_csv_source, read_folder_source
 
 
 @pytest.fixture(autouse=True)
@@ -134,3 +134,31 @@ def test_csv_sha256_is_recorded(tmp_path):
     text = "path,label\na.png,1\n"
     table = read_csv_source(_write(tmp_path, text))
     assert table.source["sha256"] == hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_labels_differing_by_surrounding_spaces_are_one_class(tmp_path):
+    csv = _write(tmp_path, "path,label\na.png, cat\nb.png,cat \nc.png,dog\nd.png,cat\n")
+    table = read_csv_source(csv)
+    assert table.class_names == ["cat", "dog"]
+    assert table.label_texts == ["cat", "cat", "dog", "cat"]
+    tags = _write(tmp_path, "path,tags\na.png,x | y\nb.png,y|x \n")
+    assert read_csv_source(tags, label_cols=["tags"], label_sep="|").class_names == ["x", "y"]
+    _fails(_write(tmp_path, "path,label\na.png,cat\nb.png,  \n"), r"empty label.*CSV line 3")
+
+
+def test_folder_images_differing_by_extension_are_refused(tmp_path):
+    for name in ("a/x.jpg", "a/x.png", "a/y.jpg", "b/z.png"):
+        (tmp_path / "tree" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "tree" / name).write_bytes(b"not read")
+    with pytest.raises(
+        TFRecordsError,
+        match=r"1 ids in .*tree name more than one image: "
+        r"a/x.jpg and a/x.png; .*rename or remove one",
+    ):
+        read_folder_source(str(tmp_path / "tree"))
+    (tmp_path / "tree" / "a" / "x.png").unlink()
+    (tmp_path / "tree" / "b ").mkdir()
+    (tmp_path / "tree" / "b " / "w.png").write_bytes(b"not read")
+    table = read_folder_source(str(tmp_path / "tree"))
+    assert table.ids == ["a/x", "a/y", "b /w", "b/z"]
+    assert table.class_names == ["a", "b"]
