@@ -43,13 +43,25 @@ def schedule_values(
     """The values of a schedule (or any function of the step) at steps `0 .. total_steps-1`."""
     if total_steps <= 0:
         raise ValueError(f"schedule_values needs total_steps > 0. Received {total_steps}.")
+    return schedule_values_at(schedule, np.arange(total_steps))
+
+
+def schedule_values_at(
+    schedule: tf.keras.optimizers.schedules.LearningRateSchedule | Callable[[Any], Any],
+    steps: Sequence[int] | np.ndarray,
+) -> np.ndarray:
+    """The values of a schedule (or any function of the step) at the given steps.
+
+    One vectorised call when the schedule takes a tensor of steps, else one call per step.
+    """
+    steps_array = np.asarray(steps, dtype=np.int64)
     try:
-        values = np.asarray(schedule(tf.range(total_steps)), dtype=np.float64)
+        values = np.asarray(schedule(tf.constant(steps_array, tf.int32)), dtype=np.float64)
     except (TypeError, ValueError, tf.errors.InvalidArgumentError):
         values = np.empty(0)
-    if values.shape != (total_steps,):
+    if values.shape != steps_array.shape:
         # A schedule that only takes a scalar step (some Keras built-ins): one call per step.
-        values = np.asarray([float(schedule(step)) for step in range(total_steps)])
+        values = np.asarray([float(schedule(int(step))) for step in steps_array])
     return values
 
 
