@@ -15,11 +15,29 @@ from kerastricks.data.reader import resolve_records
 
 
 def _title(label: np.ndarray, class_names: Sequence[str]) -> str:
-    top = int(np.argmax(label))
-    name = class_names[top] if top < len(class_names) else str(top)
-    weight = float(label[top])
-    # One-hot labels show the class; soft labels (MixUp, pseudo) the top class and its weight.
-    return name if math.isclose(weight, 1.0, abs_tol=1e-6) else f"{name} {weight:.2f}"
+    """A grid title: the class of a one-hot label, the classes of a multi-hot one, and for a
+    soft label (MixUp, CutMix, pseudo-labels) the two leading classes with their weights."""
+    label = np.asarray(label, dtype=np.float64)
+
+    def name(index: int) -> str:
+        return class_names[index] if index < len(class_names) else str(index)
+
+    order = np.argsort(-label, kind="stable")
+    top = int(order[0])
+    hard = np.all(np.isclose(label, 0.0, atol=1e-6) | np.isclose(label, 1.0, atol=1e-6))
+    if hard:
+        positives = [int(i) for i in np.flatnonzero(label > 0.5)] or [top]
+        return ", ".join(name(i) for i in positives)
+    shown = [top]
+    if len(label) > 1:
+        second = int(order[1])
+        third = float(label[order[2]]) if len(label) > 2 else 0.0
+        # A mix of two images puts more weight on its second class than on the rest; label
+        # smoothing alone spreads one equal floor over all other classes, so there the
+        # second class is no more than the third and only the top one is named.
+        if label[second] > third + 1e-6:
+            shown.append(second)
+    return " / ".join(f"{name(i)} {label[i]:.2f}" for i in shown)
 
 
 def save_batch_grid(

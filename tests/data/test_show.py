@@ -10,8 +10,23 @@ from kerastricks.data.show import _title
 
 def test_titles_show_class_or_top_class_with_weight():
     assert _title(np.array([0.0, 1.0, 0.0]), ["cat", "dog", "eel"]) == "dog"
-    assert _title(np.array([0.3, 0.0, 0.7]), ["cat", "dog", "eel"]) == "eel 0.70"
     assert _title(np.array([0.0, 1.0]), []) == "1"
+    # Multi-hot: every positive class.
+    assert _title(np.array([1.0, 0.0, 1.0]), ["cat", "dog", "eel"]) == "cat, eel"
+
+
+def test_titles_of_mixed_images_name_both_classes():
+    names = [str(i) for i in range(10)]
+    mixed = np.zeros(10)
+    mixed[[3, 7]] = [0.6, 0.4]
+    assert _title(mixed, names) == "3 0.60 / 7 0.40"
+    assert _title(np.array([0.3, 0.0, 0.7]), ["cat", "dog", "eel"]) == "eel 0.70 / cat 0.30"
+    # Label smoothing alone (0.1 over 10 classes) names only the class.
+    smoothed = np.full(10, 0.01)
+    smoothed[4] = 0.91
+    assert _title(smoothed, names) == "4 0.91"
+    # A mix with label smoothing: both classes, the floor left out.
+    assert _title(mixed * 0.9 + 0.01, names) == "3 0.55 / 7 0.37"
 
 
 def test_save_batch_grid_writes_a_png_atomically(tmp_path):
