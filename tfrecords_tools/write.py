@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from tfrecords_tools.commit import OLD_PREFIX, commit, make_staging, remove_tree
 from tfrecords_tools.folds import assign_folds, describe_folds
 from tfrecords_tools.manifest import build_manifest, folds_csv_bytes, save_outputs, summary_text
 from tfrecords_tools.schema import FOLDS_CSV_NAME, MANIFEST_NAME, SHARD_SUFFIX, TFRecordsError
@@ -27,25 +24,23 @@ from tfrecords_tools.shards import (
 )
 from tfrecords_tools.sources import SourceTable, read_csv_source, read_folder_source
 
-# Hidden folder holding a replaced dataset while a thread deletes it (see `_discard`).
-_OLD_PREFIX = ".old-"
-
 
 def _shard_pattern(prefix: str) -> re.Pattern:
     return re.compile(re.escape(prefix) + r"-f-?\d+-\d{5}" + re.escape(SHARD_SUFFIX) + "$")
 
 
 def _temporary_files(out: str) -> list[str]:
-    """Partial files and discarded datasets that an interrupted run left behind."""
+    """Partial files and discarded datasets that an interrupted run of an earlier version left."""
     names = tf.io.gfile.listdir(out)
-    return [n for n in names if re.match(r"\..+\.tmp-\d+$", n) or n.startswith(_OLD_PREFIX)]
+    return [n for n in names if re.match(r"\..+\.tmp-\d+$", n) or n.startswith(OLD_PREFIX)]
 
 
 def _check_out(out: str, prefix: str, overwrite: bool) -> list[str]:
-    """Refuses a folder holding a finished dataset (unless overwrite); returns the files to remove.
+    """Refuses a folder holding a finished dataset (unless overwrite); returns the files that
+    the new dataset replaces.
 
-    Our own shard names without a manifest are leftovers of an interrupted run and are removed;
-    other `.tfrec` files are somebody else's and are only removed with overwrite.
+    Our own shard names without a manifest are leftovers of an interrupted run and are replaced;
+    other `.tfrec` files are somebody else's and are only replaced with overwrite.
     """
     if not tf.io.gfile.exists(out):
         return []
@@ -65,43 +60,7 @@ def _check_out(out: str, prefix: str, overwrite: bool) -> list[str]:
             "overwrite=True (--overwrite) to remove them, or choose another --out"
         )
     removable = [n for n in names if ours.match(n) or n in (MANIFEST_NAME, FOLDS_CSV_NAME)]
-    removable += foreign + _temporary_files(out)
-    # The manifest goes first: a crash while removing then never leaves a manifest without shards.
-    return sorted(set(removable), key=lambda name: name != MANIFEST_NAME)
-
-
-def _remove(out: str, names: Sequence[str]) -> None:
-    for name in names:
-        path = os.path.join(out, name.rstrip("/"))
-        if tf.io.gfile.isdir(path):
-            tf.io.gfile.rmtree(path)
-        elif tf.io.gfile.exists(path):
-            tf.io.gfile.remove(path)
-
-
-def _discard(out: str, names: Sequence[str]) -> threading.Thread | None:
-    """Removes the files of a previous dataset; returns the thread still deleting, if any.
-
-    Local folders: the files (manifest first) are renamed into a hidden `.old-*` folder, a
-    metadata operation, and a thread deletes it while the new shards are written: freeing a
-    large dataset's blocks takes the kernel milliseconds per 100 MB (3 ms of the 80 ms
-    benchmark write), and the new shards cannot be hit, as they never enter that folder. A
-    crash leaves the folder to the next run (`_temporary_files`). Remote paths (`gs://`),
-    where a rename is a copy, are removed at once.
-    """
-    if not names:
-        return None
-    if "://" in out:
-        _remove(out, names)
-        return None
-    trash = tempfile.mkdtemp(prefix=_OLD_PREFIX, dir=out)
-    for name in names:  # leftovers of an interrupted run (partial files, trash) go too
-        path = os.path.join(out, name.rstrip("/"))
-        if os.path.lexists(path):
-            os.rename(path, os.path.join(trash, os.path.basename(path)))
-    thread = threading.Thread(target=shutil.rmtree, args=(trash, True), daemon=True)
-    thread.start()
-    return thread
+    return sorted(set(removable + foreign + _temporary_files(out)))
 
 
 def _check_options(
@@ -158,9 +117,10 @@ def write_records(
 
     Every problem with the table is raised before an image is read. Bad images (missing, empty,
     truncated, not an image) are skipped and listed in the manifest's `skipped`; the write fails
-    only when more than `max_bad` of them are bad. Each shard holds one fold, is written under
-    a temporary name and renamed when complete; `folds.csv` and then `manifest.json` are written
-    last, so a folder with a manifest is a finished dataset. Record format: docs/design.md.
+    only when more than `max_bad` of them are bad. Each shard holds one fold. The dataset is
+    written into a hidden sibling folder of `out` and swapped in when complete (manifest
+    last), so an interrupted or failed write, even `kill -9`, leaves the previous dataset in
+    `out` as it was (see `tfrecords_tools.commit`). Record format: docs/design.md.
 
     Example:
 
@@ -197,7 +157,7 @@ def write_records(
     """
     start = time.perf_counter()
     _check_options(csv, from_folder, folds, workers, shard_mb, resize, quality, max_bad)
-    to_remove = _check_out(out, prefix, overwrite)
+    to_replace = _check_out(out, prefix, overwrite)
     if csv is not None:
         table = read_csv_source(
             csv,
@@ -231,19 +191,15 @@ def write_records(
     }
     record_bytes = estimate_record_bytes(table, resize, quality, seed)
     plan = plan_shards(fold_of, record_bytes, shard_mb, workers, seed)
-    jobs = make_jobs(table, plan, out, prefix, resize, quality)
-    deleting = _discard(out, to_remove)
-    tf.io.gfile.makedirs(out)
+    staging = make_staging(out)
+    jobs = make_jobs(table, plan, staging, prefix, resize, quality)
     try:
         results = run_jobs(jobs, workers, max_bad, len(table.paths), progress)
-        manifest = _finish(out, table, fold_of, folds or 0, results, options, max_bad)
+        manifest = _finish(staging, table, fold_of, folds or 0, results, options, max_bad)
+        commit(staging, out, to_replace)
     except BaseException:
-        if deleting is not None:
-            deleting.join()
-        _remove(out, [job.file for job in jobs] + _temporary_files(out))
+        remove_tree(staging)
         raise
-    if deleting is not None:
-        deleting.join()
     if progress:
         print(summary_text(manifest, out, time.perf_counter() - start), file=sys.stderr)
     return manifest

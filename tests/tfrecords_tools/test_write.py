@@ -20,6 +20,11 @@ def _listing(folder) -> list[str]:
     return sorted(os.listdir(folder))
 
 
+def _nothing_written(tmp_path) -> bool:
+    """No `out` folder, and no staging folder of it left next to it."""
+    return not (tmp_path / "out").exists() and not glob.glob(str(tmp_path / ".out.*"))
+
+
 def test_round_trip_keeps_bytes_labels_and_folds(make_digits, read_back, tmp_path):
     csv = make_digits(40)
     manifest = write_records(str(tmp_path / "out"), csv=csv, id_col="id", folds=4, progress=False)
@@ -151,7 +156,7 @@ def test_too_many_bad_files_fail_and_leave_nothing(make_digits, photos, tmp_path
     _with_rows(csv, ["img/text.png"])
     with pytest.raises(TFRecordsError, match=r"1 of 21 images .* max_bad=0\.01.*img/text\.png"):
         write_records(str(tmp_path / "out"), csv=csv, progress=False)
-    assert _listing(tmp_path / "out") == []
+    assert _nothing_written(tmp_path)
 
 
 def test_nothing_readable_fails_even_with_max_bad_one(make_digits, tmp_path):
@@ -177,7 +182,7 @@ def test_interrupted_write_leaves_no_complete_looking_file(make_digits, tmp_path
     monkeypatch.setattr(images_module, "check_image", failing_check)
     with pytest.raises(RuntimeError, match="simulated crash"):
         write_records(str(out), csv=csv, folds=3, progress=False)
-    assert _listing(out) == []
+    assert _nothing_written(tmp_path)
     monkeypatch.undo()
     assert write_records(str(out), csv=csv, folds=3, progress=False)["num_records"] == 30
 
@@ -195,7 +200,7 @@ def test_killed_worker_leaves_no_complete_looking_file(make_digits, tmp_path, mo
     monkeypatch.setattr(shards_module, "example_prefix", dying_prefix)
     with pytest.raises(Exception, match="terminated abruptly"):
         write_records(str(out), csv=csv, folds=3, workers=2, progress=False)
-    assert _listing(out) == []
+    assert _nothing_written(tmp_path)
 
 
 def test_leftovers_of_a_killed_run_are_replaced(make_digits, tmp_path):
@@ -222,9 +227,22 @@ def test_existing_dataset_is_refused_unless_overwrite(make_digits, tmp_path):
     old_shards = {p: os.path.getsize(p) for p in glob.glob(os.path.join(out, "*.tfrec"))}
     assert len(old_shards) == 2
     manifest = write_records(out, csv=csv, overwrite=True, progress=False)
-    # The old shards (deleted by a thread while the new ones were written) are all gone.
+    # The old shards (swapped out with their folder, then deleted) are all gone.
     assert sorted(os.listdir(out)) == ["folds.csv", "manifest.json", "train-f-1-00000.tfrec"]
     assert manifest["num_folds"] == 0
+    assert sorted(os.listdir(tmp_path)) == ["out", "src"]
+
+
+def test_overwrite_keeps_the_users_own_files_in_out(make_digits, tmp_path):
+    csv = make_digits(12)
+    out = tmp_path / "out"
+    write_records(str(out), csv=csv, folds=2, progress=False)
+    (out / "notes.txt").write_text("mine")
+    manifest = write_records(str(out), csv=csv, overwrite=True, progress=False)
+    expected = ["folds.csv", "manifest.json", "notes.txt", manifest["shards"][0]["file"]]
+    assert _listing(out) == expected
+    assert (out / "notes.txt").read_text() == "mine"
+    assert sorted(os.listdir(tmp_path)) == ["out", "src"]
 
 
 def test_foreign_records_in_out_are_refused(make_digits, tmp_path):
