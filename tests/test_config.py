@@ -89,3 +89,170 @@ def test_the_shipped_demo_config_is_valid():
     config = load_config("configs/digits.yaml")
     assert config.name == "digits"
     assert config.data.prepare == "digits"
+
+
+@pytest.mark.parametrize(
+    "raw, key, value, expected",
+    [
+        ({"train": {"label_smoothing": 1.0}}, "train.label_smoothing", "1.0", "[0, 1)"),
+        ({"train": {"label_smoothing": -0.1}}, "train.label_smoothing", "-0.1", "[0, 1)"),
+        ({"model": {"head": {"dropout": 1.0}}}, "model.head.dropout", "1.0", "[0, 1)"),
+        ({"model": {"head": {"hidden": 0}}}, "model.head.hidden", "0", ">= 1"),
+        ({"model": {"head": {"pooling": "mean"}}}, "model.head.pooling", "'mean'", "'avg'"),
+        (
+            {"train": {"optimizer": {"weight_decay": -0.01}}},
+            "train.optimizer.weight_decay",
+            "-0.01",
+            ">= 0",
+        ),
+        ({"train": {"ema": 1.0}}, "train.ema", "1.0", "(0, 1)"),
+        ({"train": {"ema": 0}}, "train.ema", "0", "(0, 1)"),
+        ({"train": {"swa": 0}}, "train.swa", "0", ">= 1"),
+        ({"train": {"swa": 1.5}}, "train.swa", "1.5", "(0, 1)"),
+        ({"train": {"ema": 0.99, "swa": 0.5}}, "train.ema", "0.99", "pick one"),
+        ({"train": {"steps_per_epoch": 0}}, "train.steps_per_epoch", "0", ">= 1"),
+        ({"train": {"validation_steps": 0}}, "train.validation_steps", "0", ">= 1"),
+        ({"train": {"batch_size": 0}}, "train.batch_size", "0", ">= 1"),
+        ({"train": {"accumulate_steps": 0}}, "train.accumulate_steps", "0", ">= 1"),
+        ({"train": {"steps_per_execution": 0}}, "train.steps_per_execution", "0", ">= 1"),
+        ({"train": {"groups": 0}}, "train.groups", "0", ">= 1"),
+        ({"train": {"verbose": 3}}, "train.verbose", "3", "0, 1 or 2"),
+        ({"train": {"focal_gamma": -1}}, "train.focal_gamma", "-1", ">= 0"),
+        ({"train": {"focal_alpha": 1.5}}, "train.focal_alpha", "1.5", "[0, 1]"),
+        ({"train": {"loss": "bce"}}, "train.loss", "'bce'", "'auto'"),
+        ({"train": {"strategy": "gpu"}}, "train.strategy", "'gpu'", "'mirrored'"),
+        ({"train": {"precision": "fp16"}}, "train.precision", "'fp16'", "'mixed_float16'"),
+        ({"train": {"jit_compile": "yes"}}, "train.jit_compile", "'yes'", "'auto'"),
+        ({"train": {"stages": []}}, "train.stages", "[]", "at least one stage"),
+        ({"train": {"stages": [{"epochs": 0}]}}, "train.stages.0.epochs", "0", ">= 1"),
+        ({"train": {"stages": [{"image_size": 4}]}}, "train.stages.0.image_size", "4", ">= 8"),
+        ({"train": {"stages": [{"lr": 0}]}}, "train.stages.0.lr", "0", "> 0"),
+        (
+            {"train": {"stages": [{"unfreeze": "some"}]}},
+            "train.stages.0.unfreeze",
+            "'some'",
+            "head",
+        ),
+        ({"train": {"stages": [{"unfreeze": 0}]}}, "train.stages.0.unfreeze", "0", ">= 1"),
+        ({"train": {"stages": [{"batch_size": -2}]}}, "train.stages.0.batch_size", "-2", ">= 1"),
+        (
+            {"train": {"recipe": {"name": "finetune"}}},
+            "train.recipe.name",
+            "'finetune'",
+            "fine_tune",
+        ),
+        ({"train": {"recipe": {"epochs": 0}}}, "train.recipe.epochs", "0", ">= 1"),
+        (
+            {"train": {"recipe": {"name": "progressive", "fractions": [0.5, 1.5]}}},
+            "train.recipe.fractions",
+            "1.5",
+            "(0, 1]",
+        ),
+        ({"train": {"lr_mult": {"slise": [1.0]}}}, "train.lr_mult", "slise", "'slice'"),
+        ({"data": {"resize": "crop"}}, "data.resize", "'crop'", "'center_crop'"),
+        ({"data": {"val_fold": -1}}, "data.val_fold", "-1", ">= 0"),
+        ({"data": {"num_classes": 0}}, "data.num_classes", "0", ">= 1"),
+        ({"data": {"prepare": "mnist"}}, "data.prepare", "'mnist'", "'digits'"),
+        ({"cv": {"folds": []}}, "cv.folds", "[]", "non-empty"),
+        ({"cv": {"folds": [1, 1]}}, "cv.folds", "[1, 1]", "unique"),
+        ({"cv": {"folds": [-1]}}, "cv.folds", "[-1]", ">= 0"),
+        ({"tta": {"transforms": ["hlfip"]}}, "tta.transforms.0", "'hlfip'", "'hflip'"),
+        ({"tta": {"transforms": ["scale0"]}}, "tta.transforms.0", "'scale0'", "> 0"),
+        ({"tta": {"beta": 1.5}}, "tta.beta", "1.5", "[0, 1]"),
+        ({"predict": {"weights": "bset"}}, "predict.weights", "'bset'", "'best'"),
+        ({"predict": {"target": "label"}}, "predict.target", "'label'", "'class_name'"),
+        ({"pseudo": {"threshold": 2}}, "pseudo.threshold", "2", "(0, 1]"),
+        ({"pseudo": {"threshold": 0}}, "pseudo.threshold", "0", "(0, 1]"),
+        ({"pseudo": {"rounds": -1}}, "pseudo.rounds", "-1", ">= 0"),
+        ({"pseudo": {"top_k": 0}}, "pseudo.top_k", "0", ">= 1"),
+        ({"pseudo": {"weight": 0}}, "pseudo.weight", "0", "> 0"),
+        ({"pseudo": {"mode": "pool"}}, "pseudo.mode", "'pool'", "'pooled'"),
+        ({"name": ""}, "name", "''", "non-empty"),
+        ({"augment": [{"mode": "horizontal"}]}, "augment.0", "mode", "'name'"),
+    ],
+)
+def test_out_of_range_values_are_refused_at_load(raw, key, value, expected):
+    with pytest.raises(ConfigError) as error:
+        from_dict(raw, source="c.yaml")
+    message = str(error.value)
+    assert message.startswith(f"c.yaml: {key}")
+    assert value in message
+    assert expected in message
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"train": {"label_smoothing": 0.0, "ema": 0.999, "steps_per_epoch": 1}},
+        {"train": {"swa": 3}},
+        {"train": {"swa": 0.75}},
+        {"tta": {"transforms": ["identity", "hflip", "rot270", "scale1.15", "scale0.9"]}},
+        {"tta": {"beta": 0.0}},
+        {"pseudo": {"rounds": 0, "threshold": 1.0, "top_k": 5, "weight": 0.5}},
+        {"cv": {"folds": [0, 2, 4]}},
+        {"train": {"recipe": {"name": "progressive", "epochs": 3}}},
+        {"train": {"lr_mult": {"layer_decay": 0.75}, "stages": [{"lr_mult": [0.1, 1.0]}]}},
+    ],
+)
+def test_values_in_range_are_accepted(raw):
+    from_dict(raw)
+
+
+def test_a_bad_value_stops_the_cli_before_the_run_folder_exists(tmp_path, capsys):
+    from kerastricks.cli import main
+
+    runs = tmp_path / "runs"
+    path = write(tmp_path, f"output: {runs}\ntrain:\n  label_smoothing: 1.5\n")
+    assert main(["train", path]) == 2
+    assert "train.label_smoothing" in capsys.readouterr().err
+    assert not runs.exists()
+
+
+def test_empty_yaml_file_is_an_error_naming_it(tmp_path):
+    path = write(tmp_path, "# nothing but a comment\n")
+    with pytest.raises(ConfigError, match="empty") as error:
+        load_config(path)
+    assert path in str(error.value)
+
+
+def test_duplicate_yaml_keys_are_refused_naming_key_and_line(tmp_path):
+    path = write(tmp_path, "name: a\ntrain:\n  batch_size: 8\n  verbose: 0\n  batch_size: 16\n")
+    with pytest.raises(ConfigError, match="duplicate key 'batch_size'") as error:
+        load_config(path)
+    assert "line 5" in str(error.value) and "line 3" in str(error.value)
+    assert path in str(error.value)
+
+
+def test_override_past_the_last_stage_is_an_error(tmp_path):
+    path = write(tmp_path, "train:\n  stages:\n    - {epochs: 1, image_size: 32}\n")
+    with pytest.raises(ConfigError, match=r"train.stages.5.*1 stage") as error:
+        load_config(path, ["train.stages.5.lr=1"])
+    assert "train.stages.1" in str(error.value)
+
+
+def test_override_of_default_stages_counts_the_default_stage(tmp_path):
+    path = write(tmp_path, "name: a\n")
+    assert len(load_config(path, ["train.stages.0.lr=0.5"]).train.stages) == 1
+    assert len(load_config(path, ["train.stages.1.lr=0.5"]).train.stages) == 2
+    with pytest.raises(ConfigError, match="train.stages.3"):
+        load_config(path, ["train.stages.3.lr=0.5"])
+
+
+def test_loading_a_bad_config_does_not_import_tensorflow(tmp_path):
+    import subprocess
+    import sys
+
+    path = write(tmp_path, "tta:\n  transforms: [hlfip]\n")
+    code = (
+        "import sys\n"
+        "from kerastricks.config import ConfigError, load_config\n"
+        "try:\n"
+        f"    load_config({path!r})\n"
+        "except ConfigError as error:\n"
+        "    assert 'hflip' in str(error), error\n"
+        "else:\n"
+        "    raise SystemExit('no error')\n"
+        "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -1,5 +1,5 @@
-"""The run configuration: schema (dataclasses), YAML loading with validation, and the
-generated YAML reference."""
+"""The run configuration: schema (dataclasses), YAML loading, range and name validation
+(no TensorFlow import), and the generated YAML reference."""
 
 from kerastricks.config.load import (
     ConfigError,
@@ -22,6 +22,7 @@ from kerastricks.config.schema import (
     TrainConfig,
     TTAConfig,
 )
+from kerastricks.config.validate import validate
 
 __all__ = [
     "CVConfig",
@@ -41,4 +42,5 @@ __all__ = [
     "load_config",
     "save_config",
     "to_dict",
+    "validate",
 ]

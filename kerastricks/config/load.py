@@ -1,7 +1,14 @@
 """YAML loading, `--set key.path=value` overrides and schema validation.
 
 Unknown keys are rejected with the closest valid key, wrong types with the key, the value
-and the expected type, and unsafe YAML tags are refused: all before any heavy work starts.
+and the expected type, out-of-range values and unknown names by `kerastricks.config.validate`;
+unsafe YAML tags, duplicate keys and empty files are refused: all before any heavy work
+starts, and without importing TensorFlow for a local file.
+
+`--set` indexes lists by position: `train.stages.0.lr=1e-3` changes the first stage, an index
+equal to the number of stages appends a stage (defaults plus the key), and an index past that
+is an error naming the key and the number of stages. A config without `train.stages` has one
+(default) stage.
 """
 
 from __future__ import annotations
@@ -14,31 +21,43 @@ from typing import Any, Union
 
 import yaml
 
-from kerastricks._fs import read_text, write_text_atomic
 from kerastricks.config.schema import Config
+from kerastricks.config.validate import ConfigError, validate
 
-
-class ConfigError(ValueError):
-    """A configuration problem, with the key path, the value and what to do."""
+__all__ = ["ConfigError", "from_dict", "load_config", "save_config", "to_dict"]
 
 
 def load_config(path: str | None = None, overrides: typing.Sequence[str] = ()) -> Config:
-    """Loads a YAML config, applies `key.path=value` overrides and validates it."""
+    """Loads a YAML config, applies `key.path=value` overrides and validates it.
+
+    Args:
+        path: a YAML file (local, or any `tf.io.gfile` scheme such as `gs://`); None starts
+            from the defaults.
+        overrides: `key.path=value` strings, values parsed as YAML.
+
+    Raises:
+        ConfigError: naming the file, the key, the value and what is expected.
+    """
     raw: dict[str, Any] = {}
     if path is not None:
         raw = _read_yaml(path)
     for item in overrides:
         _apply_override(raw, item)
-    config = from_dict(raw, source=path or "<overrides>")
-    return config
+    return from_dict(raw, source=path or "<overrides>")
 
 
 def from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
-    """Builds a validated `Config` from a plain dict (YAML-shaped)."""
+    """Builds a validated `Config` from a plain dict (YAML-shaped).
+
+    Raises:
+        ConfigError: a wrong key, type, range or name, prefixed with `source`.
+    """
     try:
-        return _build(Config, raw, "")
+        config = _build(Config, raw, "")
+        validate(config)
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
+    return config
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -48,17 +67,59 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 def save_config(config: Config, path: str) -> None:
     """Writes the resolved config as YAML (temporary name, then rename)."""
+    from kerastricks._fs import write_text_atomic
+
     text = yaml.safe_dump(to_dict(config), sort_keys=False, default_flow_style=None)
     write_text_atomic(path, text)
 
 
+class _DuplicateKeyError(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the
+    last silently, so a second `batch_size:` would override the first unseen)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first_lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            # `<<: *anchor` merges are allowed to be overridden by the explicit keys.
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if key in first_lines:
+                raise _DuplicateKeyError(
+                    f"duplicate key {key!r} at line {line} (first at line {first_lines[key]}): "
+                    "a YAML mapping takes each key once; keep one of them"
+                )
+            first_lines[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_text(path: str) -> str:
+    # A local file is read without TensorFlow, so that a config error shows in a second;
+    # other schemes (gs://, ram://) go through tf.io.gfile.
+    if "://" in path:
+        from kerastricks._fs import read_text
+
+        return read_text(path)
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
 def _read_yaml(path: str) -> dict[str, Any]:
     try:
-        text = read_text(path)
+        text = _read_text(path)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; give the config's YAML file") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except _DuplicateKeyError as error:
+        raise ConfigError(f"{path}: {error}") from None
     except yaml.constructor.ConstructorError as error:
         mark = error.problem_mark
         where = f" (line {mark.line + 1})" if mark is not None else ""
@@ -69,7 +130,10 @@ def _read_yaml(path: str) -> dict[str, Any]:
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     if data is None:
-        return {}
+        raise ConfigError(
+            f"{path}: the file is empty (no keys). Write the keys you change, e.g. "
+            "`name: my_run`, or `{}` to run with every default."
+        )
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data)}")
     return data
@@ -82,32 +146,40 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     value = yaml.safe_load(text) if text.strip() else None
     parts = key.strip().split(".")
     node: Any = raw
-    for i, part in enumerate(parts[:-1]):
-        node = _override_step(node, part, parts[i + 1], key)
-    last = parts[-1]
+    for i in range(len(parts) - 1):
+        node = _override_step(node, parts[: i + 1], parts[i + 1], item)
     if isinstance(node, list):
-        index = _list_index(node, last, key)
-        node[index] = value
+        node[_list_index(node, parts, item)] = value
     else:
-        node[last] = value
+        node[parts[-1]] = value
 
 
-def _override_step(node: Any, part: str, next_part: str, key: str) -> Any:
+def _override_step(node: Any, parts: list[str], next_part: str, item: str) -> Any:
     if isinstance(node, list):
-        return node[_list_index(node, part, key)]
+        return node[_list_index(node, parts, item)]
+    part = parts[-1]
     if not isinstance(node.get(part), (dict, list)):
-        if part == "stages" and next_part.isdigit():
-            node[part] = [{} for _ in range(int(next_part) + 1)]
-        else:
-            node[part] = {}
+        # An absent `stages` holds its default: one stage, which `stages.0.*` changes.
+        node[part] = [{}] if part == "stages" and next_part.isdigit() else {}
     return node[part]
 
 
-def _list_index(node: list, part: str, key: str) -> int:
+def _list_index(node: list, parts: list[str], item: str) -> int:
+    """The position `parts[-1]` names in the list at `parts[:-1]`; one past the end appends."""
+    part = parts[-1]
     if not part.isdigit():
-        raise ConfigError(f"--set {key}: {part!r} indexes a list; use a number")
+        raise ConfigError(f"--set {item}: {part!r} indexes a list; use a number")
     index = int(part)
-    while len(node) <= index:
+    if index > len(node):
+        where = ".".join(parts[:-1])
+        noun = "stage" if where.endswith("stages") else "item"
+        count = f"{len(node)} {noun}{'' if len(node) == 1 else 's'}"
+        change = f"change one with {where}.0 to {where}.{len(node) - 1}, or " if node else ""
+        raise ConfigError(
+            f"--set {item}: {where}.{index} is past the end: {where} has {count}; "
+            f"{change}append one with {where}.{len(node)}."
+        )
+    if index == len(node):
         node.append({})
     return index
 

@@ -1,4 +1,11 @@
-"""Checks a run's inputs before any heavy work: records, folds, names, stages."""
+"""Checks a run's inputs before any heavy work: records, folds, names, stages.
+
+Value ranges and the names that need no TensorFlow are `kerastricks.config.validate`'s (run
+again here for configs built in Python); this adds what needs TensorFlow or the records:
+backbone, augmentation, optimizer and schedule names, and files that must exist. Paths go
+through `tf.io.gfile`, so `gs://` (and `ram://`) records and weights are checked like local
+ones.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +13,12 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import tensorflow as tf
+
 from kerastricks.config import Config, ConfigError, StageConfig
+from kerastricks.config.validate import check_choice, validate
 from kerastricks.datasets import PREPARERS
 from kerastricks.train.stages import resolve_stages
-
-LOSSES = ("auto", "focal", "mse", "mae", "huber")
-RESIZE_POLICIES = ("squash", "center_crop", "random_resized_crop")
 
 
 @dataclass
@@ -35,6 +42,7 @@ def preflight(config: Config, *, holdout: bool = True) -> RunInputs:
     """Validates everything that can be checked cheaply; raises ConfigError naming the key."""
     from kerastricks.data import resolve_records
 
+    validate(config)
     try:
         stages = resolve_stages(config.train)
     except ValueError as error:
@@ -68,7 +76,6 @@ def fold_counts(source: Any) -> dict[int, int]:
     if source.keys.get("fold") is None:
         return {-1: source.num_records}
     import numpy as np
-    import tensorflow as tf
 
     key = source.keys["fold"]
     spec = {key: tf.io.FixedLenFeature([], tf.int64, default_value=-1)}
@@ -85,12 +92,7 @@ def prepare_records(config: Config) -> None:
     records = config.data.records
     if config.data.prepare is None:
         return
-    if config.data.prepare not in PREPARERS:
-        raise ConfigError(
-            f"data.prepare: unknown dataset {config.data.prepare!r}; choose one of "
-            f"{sorted(PREPARERS)} or null"
-        )
-    if not os.path.exists(os.path.join(records, "manifest.json")):
+    if not tf.io.gfile.exists(os.path.join(records, "manifest.json")):
         print(f"kerastricks: writing the built-in '{config.data.prepare}' records to {records}")
         PREPARERS[config.data.prepare](records, seed=config.seed)
 
@@ -101,11 +103,9 @@ def _check_names(config: Config, stages: list[StageConfig]) -> None:
     from kerastricks.optim import list_optimizers
     from kerastricks.schedules import list_schedules
 
-    _check_choice("data.resize", config.data.resize, RESIZE_POLICIES)
-    _check_choice("train.loss", config.train.loss, LOSSES)
-    _check_choice("train.optimizer.name", config.train.optimizer.name, tuple(list_optimizers()))
+    check_choice("train.optimizer.name", config.train.optimizer.name, list_optimizers())
     for i, stage in enumerate(stages):
-        _check_choice(f"train.stages.{i}.schedule", stage.schedule, tuple(list_schedules()))
+        check_choice(f"train.stages.{i}.schedule", stage.schedule, list_schedules())
     for path, check in (
         ("model.backbone", lambda: resolve_backbone_name(config.model.backbone)),
         ("augment", lambda: resolve_augmentations(config.augment, seed=config.seed)),
@@ -115,20 +115,8 @@ def _check_names(config: Config, stages: list[StageConfig]) -> None:
         except (ValueError, KeyError, TypeError) as error:
             raise ConfigError(f"{path}: {error}") from None
     _check_fixed_size(config, stages)
-    if config.train.ema is not None and config.train.swa is not None:
-        raise ConfigError("train.ema and train.swa: pick one weight-averaging method")
-    counts = {
-        "train.accumulate_steps": config.train.accumulate_steps,
-        "train.batch_size": config.train.batch_size,
-        "train.steps_per_execution": config.train.steps_per_execution,
-        **{f"train.stages.{i}.batch_size": s.batch_size for i, s in enumerate(stages)},
-    }
-    for path, value in counts.items():
-        # A zero here would otherwise surface as a ZeroDivisionError or a TF shape error.
-        if value is not None and value < 1:
-            raise ConfigError(f"{path}: expected >= 1, got {value}")
     weights = config.model.weights
-    if weights not in (None, "pretrained") and not os.path.exists(weights):
+    if weights not in (None, "pretrained") and not tf.io.gfile.exists(weights):
         raise ConfigError(f"model.weights: file not found: {weights}")
     if config.data.prepare is None and not _records_exist(config.data.records):
         raise ConfigError(
@@ -158,17 +146,6 @@ def _check_fixed_size(config: Config, stages: list[StageConfig]) -> None:
 
 
 def _records_exist(records: str) -> bool:
-    import tensorflow as tf
-
     if tf.io.gfile.isdir(records):
         return True
     return bool(tf.io.gfile.glob(records))
-
-
-def _check_choice(path: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        import difflib
-
-        close = difflib.get_close_matches(str(value), choices, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"{path}: unknown value {value!r}{hint} Choose one of {list(choices)}")
