@@ -1,13 +1,14 @@
 """Built-in example data: scikit-learn's digits as image files, a CSV and TFRecords.
 
 The digits (1,797 real handwritten 8x8 images, 10 classes) ship inside scikit-learn, so the
-demo and the tests need no download.
+demo and the tests need no download. The records may go to any `tf.io.gfile` path (`gs://`);
+the PNG files they are written from stay on local disk.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import tempfile
 
 import numpy as np
 import pandas as pd
@@ -46,14 +47,15 @@ def prepare_digits(records: str, folds: int = DIGITS_FOLDS, seed: int = 42) -> d
     Does nothing when `records` already holds a complete set (a `manifest.json`); returns the
     manifest.
     """
+    import tensorflow as tf
+
+    from kerastricks._fs import read_json
     from tfrecords_tools import write_records
 
     manifest_path = os.path.join(records, "manifest.json")
-    if os.path.exists(manifest_path):
-        with open(manifest_path) as f:
-            return json.load(f)
-    source = os.path.join(os.path.dirname(os.path.abspath(records)), "source")
-    csv_path = export_digits(source)
+    if tf.io.gfile.exists(manifest_path):
+        return read_json(manifest_path)
+    csv_path = export_digits(_local_source(records))
     return write_records(
         records,
         csv=csv_path,
@@ -92,15 +94,17 @@ def prepare_digits_semi(
 ) -> dict[str, str]:
     """Writes `labeled/` (with folds), `unlabeled/` and `test/` record folders under `root`
     for the pseudo-label demo; returns their paths. Existing complete folders are kept."""
+    import tensorflow as tf
+
     from tfrecords_tools import write_records
 
     paths = {}
     for part, indices in split_digits_semi(labeled_fraction, seed=seed).items():
         out = os.path.join(root, part)
         paths[part] = out
-        if os.path.exists(os.path.join(out, "manifest.json")):
+        if tf.io.gfile.exists(os.path.join(out, "manifest.json")):
             continue
-        csv_path = export_digits(os.path.join(root, "source", part), indices)
+        csv_path = export_digits(os.path.join(_local_source(out), part), indices)
         write_records(
             out,
             csv=csv_path,
@@ -113,15 +117,25 @@ def prepare_digits_semi(
 
 
 def _prepare_digits_semi_for(records: str, seed: int = 42) -> dict:
+    from kerastricks._fs import read_json
+
     # `data.records` names the labelled folder; its siblings get the unlabelled and test sets.
-    paths = prepare_digits_semi(os.path.dirname(os.path.abspath(records)), seed=seed)
-    if os.path.abspath(paths["labeled"]) != os.path.abspath(records):
+    records = records.rstrip("/")
+    if os.path.basename(records) != "labeled":
         raise ValueError(
             f"data.prepare: digits_semi writes <root>/labeled, <root>/unlabeled and "
             f"<root>/test; set data.records to a folder named 'labeled', got {records}"
         )
-    with open(os.path.join(records, "manifest.json")) as f:
-        return json.load(f)
+    prepare_digits_semi(os.path.dirname(records), seed=seed)
+    return read_json(os.path.join(records, "manifest.json"))
+
+
+def _local_source(records: str) -> str:
+    """A local folder for the PNGs that `records` is written from: its sibling `source/`,
+    or a temporary folder when the records are remote (`gs://`, `ram://`)."""
+    if "://" in records:
+        return tempfile.mkdtemp(prefix="kerastricks-digits-")
+    return os.path.join(os.path.dirname(os.path.abspath(records)), "source")
 
 
 PREPARERS = {"digits": prepare_digits, "digits_semi": _prepare_digits_semi_for}
