@@ -174,7 +174,9 @@ class TrainConfig:
         steps_per_execution: training steps per call into the device (matters on TPU).
         steps_per_epoch: cap on steps per epoch (null: one pass over the training folds).
         validation_steps: cap on validation steps (null: the whole held-out fold).
-        scale_lr: scale every LR linearly by global batch / 256 ... off by default.
+        scale_lr: multiply every LR by the number of replicas: Goyal et al.'s linear scaling
+            rule with the config's LRs meant for one replica's batch (the global batch is
+            `batch_size` x replicas, so 8 replicas train at 8 x `lr`); off by default.
         verbose: Keras progress bar mode (1 bar, 2 one line per epoch, 0 silent).
         explain: write a Grad-CAM grid of validation images at the end of every stage
             (`plots/gradcam_<stage>.png`).

@@ -100,6 +100,7 @@ def _run(
         config.train.steps_per_epoch,
         config.train.accumulate_steps,
     )
+    # train.scale_lr: the linear scaling rule, the config's LRs being one replica's.
     lr_scale = float(hardware.replicas) if config.train.scale_lr else 1.0
     saved = RunCheckpoint.peek(chief_dir)
     # A resumed fixed-size backbone is rebuilt at the size its checkpoint was saved at.

@@ -188,3 +188,20 @@ def test_vit_resumes_at_the_stage_boundary_with_the_saved_size(make_config):
     resumed = train(config, resume=run_dir)
     assert [row["image_size"] for row in resumed.history] == [32, 48]
     assert resumed.summary["steps"] == 4
+
+
+@pytest.mark.parametrize("scale_lr, expected", [(True, 2e-3), (False, 1e-3)])
+def test_scale_lr_multiplies_the_lr_by_the_replicas(make_config, scale_lr, expected):
+    from kerastricks.train.strategy import Hardware
+
+    # Two replicas' bookkeeping on the default strategy: the global batch doubles, one device.
+    hardware = Hardware(tf.distribute.get_strategy(), kind="cpu", name="default", replicas=2)
+    stage = {"epochs": 1, "image_size": 16, "lr": 1e-3, "schedule": "constant"}
+    config = make_config(train={"scale_lr": scale_lr, "stages": [stage]})
+    result = train(config, hardware=hardware)
+    history = pd.read_csv(os.path.join(result.run_dir, "history.csv"))
+    assert history["lr"].tolist() == pytest.approx([expected])
+    # The Keras 2 optimizer's `learning_rate` is its schedule evaluated at the current step.
+    optimizer = result.model.optimizer
+    assert int(optimizer.iterations) == 3
+    assert float(optimizer.learning_rate) == pytest.approx(expected)
