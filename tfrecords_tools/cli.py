@@ -105,7 +105,7 @@ def _inspect(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from tfrecords_tools.inspect import format_verification, verify_records
 
-    report = verify_records(args.path, image_key=args.image_key)
+    report = verify_records(args.path, image_key=args.image_key, progress=not args.quiet)
     print(json.dumps(report, indent=2) if args.json else format_verification(report))
     return 0 if report["ok"] else 1
 
@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("path", help="a folder, a .tfrec file or a glob")
     verify.add_argument("--image-key", help="feature holding the encoded image (default: found)")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.add_argument("--quiet", action="store_true", help="no progress output on stderr")
     return parser
 
 

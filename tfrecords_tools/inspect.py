@@ -4,16 +4,36 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections import defaultdict
 
 import tensorflow as tf
 
 from tfrecords_tools.manifest import read_manifest
-from tfrecords_tools.schema import MANIFEST_NAME, TFRecordsError
+from tfrecords_tools.schema import FOLDS_CSV_NAME, MANIFEST_NAME, SHARD_SUFFIX, TFRecordsError
 
 _RECORD_SUFFIXES = (".tfrec", ".tfrecord", ".tfrecords", ".tfr")
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"RIFF")
 _KINDS = {"bytes_list": "bytes", "int64_list": "int64", "float_list": "float"}
+# What `tfrecords-tools write` leaves in a folder: shards `<prefix>-f<fold>-<index>.tfrec`,
+# their partial `.<shard>.tmp-<pid>` files, and folds.csv (written just before the manifest).
+_OUR_SHARD = re.compile(r".+-f-?\d+-\d{5}" + re.escape(SHARD_SUFFIX) + r"(\.tmp-\d+)?$")
+
+
+def interrupted_write(folder: str) -> str | None:
+    """Returns why a folder without `manifest.json` looks like an interrupted write, or None
+    (foreign records, e.g. a Kaggle layout, have no manifest either)."""
+    if not tf.io.gfile.isdir(folder) or tf.io.gfile.exists(os.path.join(folder, MANIFEST_NAME)):
+        return None
+    names = tf.io.gfile.listdir(folder)
+    ours = sorted(n for n in names if _OUR_SHARD.match(n.lstrip(".")) or n == FOLDS_CSV_NAME)
+    if not ours:
+        return None
+    return (
+        f"{folder} has no {MANIFEST_NAME} but holds files of a tfrecords-tools write "
+        f"({', '.join(ours[:3])}{', ...' if len(ours) > 3 else ''}): the write was interrupted "
+        "and the folder is incomplete; write it again with `tfrecords-tools write ... --overwrite`"
+    )
 
 
 def resolve_files(path: str) -> tuple[list[str], dict | None]:
@@ -172,8 +192,17 @@ def _verify_file(file: str, image_key: str | None) -> dict:
     return {"file": file, "records": count, "errors": errors}
 
 
-def verify_records(path: str, image_key: str | None = None) -> dict:
+def _show_progress(done: int, total: int, records: int, file: str) -> None:
+    end = "\n" if done == total else ""
+    text = f"\rverify: {done}/{total} files, {records} records ({os.path.basename(file)})"
+    print(f"{text:<79}", end=end, file=sys.stderr, flush=True)
+
+
+def verify_records(path: str, image_key: str | None = None, progress: bool = False) -> dict:
     """Reads every record (checking CRCs), decodes every image, and names each corrupt one.
+
+    A folder without `manifest.json` that holds our shards or `folds.csv` is an interrupted
+    write: reported as a problem, however whole its records are.
 
     Example:
 
@@ -185,14 +214,22 @@ def verify_records(path: str, image_key: str | None = None) -> dict:
     Args:
         path: a folder, a file or a glob, as in `inspect_records`.
         image_key: feature holding the encoded image; found from the data when None.
+        progress: print a line per file read (files, records so far) to stderr.
 
     Returns:
         A dict with `files` (file, records, errors), `num_records`, `problems` (one line per
-        corrupt record or count that disagrees with the manifest) and `ok`.
+        corrupt record, count that disagrees with the manifest, or a missing manifest) and `ok`.
     """
     files, manifest = resolve_files(path)
-    reports = [_verify_file(file, image_key) for file in files]
-    problems = [f"{r['file']}: {error}" for r in reports for error in r["errors"]]
+    interrupted = interrupted_write(path)
+    reports = []
+    for file in files:
+        reports.append(_verify_file(file, image_key))
+        if progress:
+            records = sum(r["records"] for r in reports)
+            _show_progress(len(reports), len(files), records, file)
+    problems = [interrupted] if interrupted else []
+    problems += [f"{r['file']}: {error}" for r in reports for error in r["errors"]]
     if manifest is not None:
         for shard, report in zip(manifest["shards"], reports, strict=True):
             if report["records"] != shard["count"] and not report["errors"]:

@@ -70,3 +70,20 @@ def test_folds_below_two_and_a_file_as_out_are_one_line_errors(make_digits, tmp_
     expected = f"--out must be a folder, but {existing} is a file; choose another --out"
     assert error == f"tfrecords-tools write: error: {expected}\n"
     assert existing.read_text() == "mine"
+
+
+def test_verify_fails_on_an_interrupted_write_and_shows_progress(make_digits, tmp_path, capsys):
+    out = tmp_path / "out"
+    csv = make_digits(40)
+    assert main(["write", "--csv", csv, "--out", str(out), "--shard-mb", "0.002", "--quiet"]) == 0
+    shards = len(list(out.glob("*.tfrec")))
+    assert main(["verify", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"OK: 40 records in {shards} files")
+    assert f"verify: {shards}/{shards} files, 40 records" in captured.err
+    (out / "manifest.json").unlink()  # what a write killed before its manifest left behind
+    assert main(["verify", str(out), "--quiet"]) == 1
+    captured = capsys.readouterr()
+    assert f"CORRUPT: 1 problems in {out}" in captured.out
+    assert f"{out} has no manifest.json but holds files of a tfrecords-tools write" in captured.out
+    assert "the write was interrupted" in captured.out and captured.err == ""
