@@ -25,13 +25,20 @@ def _write_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--image-col", default="path", metavar="COL", help="CSV column of image paths"
     )
-    parser.add_argument(
+    labels = parser.add_mutually_exclusive_group()
+    labels.add_argument(
         "--label-col",
         nargs="+",
-        default=["label"],
         dest="label_cols",
         metavar="COL",
-        help="label column(s): one class column, several 0/1 columns, or float targets",
+        help="label column(s): one class column, several 0/1 columns, or float targets; class "
+        "names are stripped of surrounding spaces (default: 'label' if the CSV has it, else "
+        "the records are written without labels)",
+    )
+    labels.add_argument(
+        "--no-labels",
+        action="store_true",
+        help="write records without labels (a test set), even if the CSV has a label column",
     )
     parser.add_argument(
         "--label-sep", metavar="SEP", help="separator of several labels in one column"
@@ -75,7 +82,8 @@ def _write(args: argparse.Namespace) -> int:
         csv=args.csv,
         from_folder=args.from_folder,
         image_col=args.image_col,
-        label_cols=args.label_cols,
+        label_cols=None if args.no_labels else args.label_cols or ["label"],
+        optional_labels=args.label_cols is None,
         id_col=args.id_col,
         group_col=args.group_col,
         task=args.task,

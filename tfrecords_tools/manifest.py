@@ -67,6 +67,8 @@ def build_manifest(
     return {
         "format_version": FORMAT_VERSION,
         "task": table.task,
+        # False: a test set written without labels (task null, no label feature, no classes).
+        "labeled": table.task is not None,
         "features": feature_types(table.task),
         "class_names": table.class_names,
         "num_classes": table.num_classes,
@@ -115,9 +117,11 @@ def save_outputs(out: str, manifest: dict, folds_csv: bytes) -> None:
 def summary_text(manifest: dict, out: str, seconds: float) -> str:
     """Returns the human summary printed at the end of a write, skipped files included."""
     total_bytes = sum(shard["bytes"] for shard in manifest["shards"])
+    kind = f"{manifest['task']}, {manifest['num_classes']} classes"
+    if not manifest["labeled"]:
+        kind = "no labels"
     lines = [
-        f"wrote {manifest['num_records']} records ({manifest['task']}, "
-        f"{manifest['num_classes']} classes) in {len(manifest['shards'])} shards, "
+        f"wrote {manifest['num_records']} records ({kind}) in {len(manifest['shards'])} shards, "
         f"{total_bytes / 1e6:.1f} MB, to {out} in {seconds:.1f} s",
         f"records per fold: {manifest['counts']['per_fold']}",
     ]

@@ -18,8 +18,11 @@ class TFRecordsError(ValueError):
     bad images, an existing dataset in the output folder)."""
 
 
-def feature_types(task: str) -> dict[str, str]:
-    """Returns the feature keys and their types for a task, as written into the manifest."""
+def feature_types(task: str | None) -> dict[str, str]:
+    """Returns the feature keys and their types for a task (None: unlabelled, no `label`), as
+    written into the manifest."""
+    if task is None:
+        return {"image": "bytes", "id": "bytes", "fold": "int64"}
     label_type = "float_list" if task == "regression" else "int64_list"
     return {"image": "bytes", "label": label_type, "id": "bytes", "fold": "int64"}
 
@@ -87,9 +90,11 @@ def example_prefix(
     label: Sequence[int] | Sequence[float],
     sample_id: str,
     fold: int,
-    task: str,
+    task: str | None,
 ) -> bytes:
     """Returns the serialized `tf.train.Example` of our record format up to the image bytes.
+
+    `task=None` writes an unlabelled record: no `label` feature at all (a test set).
 
     `example_prefix(len(image), ...) + image` is the whole record: the image feature comes
     last, so the writer never copies the image into a message. Written by hand because
@@ -97,7 +102,8 @@ def example_prefix(
     (44 us of the 66 us per 40 kB photo that the writer spent, benchmarks/write_tfrecords.py).
     Parsers accept map entries in any order; the tests parse it back with protobuf.
     """
-    head = _id_entry(sample_id) + _label_entry(task, tuple(label)) + _fold_entry(fold)
+    label_entry = b"" if task is None else _label_entry(task, tuple(label))
+    head = _id_entry(sample_id) + label_entry + _fold_entry(fold)
     if 0x4000 <= image_size < 0x1FFF00:
         # Photos of 16 kB to 2 MB: every length below is a 3-byte varint, the whole entry's
         # header a fixed pattern (a third of the time of the general case, measured).
@@ -168,7 +174,11 @@ def _fold_entry(fold: int) -> bytes:
 
 
 def make_example(
-    image: bytes, label: Sequence[int] | Sequence[float], sample_id: str, fold: int, task: str
+    image: bytes,
+    label: Sequence[int] | Sequence[float],
+    sample_id: str,
+    fold: int,
+    task: str | None,
 ) -> bytes:
-    """Returns one serialized `tf.train.Example` in our record format."""
+    """Returns one serialized `tf.train.Example` in our record format (`task=None`: no label)."""
     return example_prefix(len(image), label, sample_id, fold, task) + image

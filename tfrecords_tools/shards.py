@@ -30,7 +30,7 @@ class ShardJob:
     out: str
     file: str
     fold: int
-    task: str
+    task: str | None
     rows: list[int]
     paths: list[str]
     shown_paths: list[str]

@@ -27,13 +27,14 @@ class SourceTable:
         paths: full paths of the images, as they are opened.
         shown_paths: the paths as the user wrote them (relative ones stay relative), for messages.
         ids: unique sample ids.
-        labels: per sample, class indices (classification) or float targets (regression).
-        label_texts: per sample, the label as text, for `folds.csv`.
+        labels: per sample, class indices (classification) or float targets (regression);
+            `[]` for unlabelled samples.
+        label_texts: per sample, the label as text, for `folds.csv` (`""` when unlabelled).
         groups: per sample, the group key, or None without a group column.
-        task: one of `TASKS`.
+        task: one of `TASKS`, or None for unlabelled samples (a test set).
         class_names: class names in index order (multi-label: label columns or sorted names);
-            `[]` for regression.
-        num_classes: number of classes, or of regression targets.
+            `[]` for regression and unlabelled samples.
+        num_classes: number of classes, or of regression targets; 0 when unlabelled.
         source: where the table came from (`path`, `sha256`, `kind`), for the manifest.
     """
 
@@ -43,7 +44,7 @@ class SourceTable:
     labels: list[list]
     label_texts: list[str]
     groups: list[str] | None
-    task: str
+    task: str | None
     class_names: list[str]
     num_classes: int
     source: dict
@@ -213,39 +214,10 @@ def _stem(name: str) -> str:
     return stem if dot and stem.strip(".") else name
 
 
-def read_csv_source(
-    csv: str,
-    *,
-    image_col: str = "path",
-    label_cols: Sequence[str] = ("label",),
-    id_col: str | None = None,
-    group_col: str | None = None,
-    task: str | None = None,
-    label_sep: str | None = None,
-) -> SourceTable:
-    """Reads and validates a CSV of image paths and labels; image paths are relative to its folder.
-
-    Every problem (missing file or column, empty cells, duplicate ids, bad label values) raises
-    `TFRecordsError` naming the column and CSV line numbers; no image is opened here. Class
-    names are stripped of surrounding spaces (" a" and "a" are one class).
-    """
-    label_cols = [label_cols] if isinstance(label_cols, str) else list(label_cols)
-    if task is not None and task not in TASKS:
-        raise TFRecordsError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-    if not label_cols:
-        raise TFRecordsError("no label column given; pass at least one --label-col")
-    columns = [("--image-col", image_col), ("--id-col", id_col), ("--group-col", group_col)]
-    columns += [("--label-col", column) for column in label_cols]
-    frame, sha256 = _load_csv(csv, columns)
-    _check_filled(frame, image_col, "image path", csv)
-    for column in label_cols:
-        _check_filled(frame, column, "label", csv)
-    if group_col is not None:
-        _check_filled(frame, group_col, "group", csv)
-    if id_col is not None:
-        _check_filled(frame, id_col, "id", csv)
-        _check_unique(frame[id_col], id_col)
-    task = task or _infer_task(frame, label_cols, label_sep)
+def _labels(
+    frame: pd.DataFrame, label_cols: list[str], task: str, label_sep: str | None, csv: str
+) -> tuple[list[list], list[str], list[str]]:
+    """Labels, their texts and the class names of a CSV, for a task already known."""
     if label_sep is not None and task != "multi_label":
         raise TFRecordsError(f"label_sep (--label-sep) is for multi-label data; got task {task!r}")
     if task == "single_label" and len(label_cols) > 1:
@@ -254,13 +226,67 @@ def read_csv_source(
             "use task 'multi_label' for several 0/1 columns"
         )
     if task == "regression":
-        labels, texts, class_names = _float_labels(frame, label_cols, csv)
-    elif task == "multi_label" and label_sep is not None:
-        labels, texts, class_names = _separated_labels(frame[label_cols[0]], label_sep)
-    elif task == "multi_label":
-        labels, texts, class_names = _column_labels(frame, label_cols, csv)
+        return _float_labels(frame, label_cols, csv)
+    if task == "multi_label" and label_sep is not None:
+        return _separated_labels(frame[label_cols[0]], label_sep)
+    if task == "multi_label":
+        return _column_labels(frame, label_cols, csv)
+    return _single_labels(frame[label_cols[0]])
+
+
+def read_csv_source(
+    csv: str,
+    *,
+    image_col: str = "path",
+    label_cols: Sequence[str] | None = ("label",),
+    id_col: str | None = None,
+    group_col: str | None = None,
+    task: str | None = None,
+    label_sep: str | None = None,
+    optional_labels: bool = False,
+) -> SourceTable:
+    """Reads and validates a CSV of image paths and labels; image paths are relative to its folder.
+
+    Every problem (missing file or column, empty cells, duplicate ids, bad label values) raises
+    `TFRecordsError` naming the column and CSV line numbers; no image is opened here. Class
+    names are stripped of surrounding spaces (" a" and "a" are one class). `label_cols=None`
+    reads no labels (a test set); so does `optional_labels=True` when the CSV lacks the label
+    columns (what `tfrecords-tools write` does when --label-col is omitted).
+    """
+    label_cols = [label_cols] if isinstance(label_cols, str) else label_cols
+    if task is not None and task not in TASKS:
+        raise TFRecordsError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    if label_cols is not None and not label_cols:
+        raise TFRecordsError("no label column given; pass at least one --label-col")
+    columns = [("--image-col", image_col), ("--id-col", id_col), ("--group-col", group_col)]
+    frame, sha256 = _load_csv(csv, columns)
+    if label_cols is not None:
+        missing = [column for column in label_cols if column not in frame.columns]
+        if missing and optional_labels:
+            label_cols = None
+        elif missing:
+            found = ", ".join(map(repr, frame.columns))
+            raise TFRecordsError(
+                f"column {missing[0]!r} (--label-col) not found in {csv}; columns found: "
+                f"{found}; for records without labels (a test set) omit --label-col "
+                "(label_cols=None)"
+            )
+    if label_cols is None and (task is not None or label_sep is not None):
+        raise TFRecordsError("task and label_sep (--task, --label-sep) need label columns")
+    _check_filled(frame, image_col, "image path", csv)
+    for column in label_cols or []:
+        _check_filled(frame, column, "label", csv)
+    if group_col is not None:
+        _check_filled(frame, group_col, "group", csv)
+    if id_col is not None:
+        _check_filled(frame, id_col, "id", csv)
+        _check_unique(frame[id_col], id_col)
+    if label_cols is None:
+        task = None
+        labels, texts, class_names = [[] for _ in range(len(frame))], [""] * len(frame), []
     else:
-        labels, texts, class_names = _single_labels(frame[label_cols[0]])
+        task = task or _infer_task(frame, label_cols, label_sep)
+        labels, texts, class_names = _labels(frame, label_cols, task, label_sep, csv)
     shown_paths = frame[image_col].tolist()
     root = posixpath.dirname(csv) if "://" in csv else _local_dir(csv)
     root = root.rstrip("/") + "/"
@@ -277,7 +303,7 @@ def read_csv_source(
         groups=frame[group_col].tolist() if group_col is not None else None,
         task=task,
         class_names=class_names,
-        num_classes=len(label_cols) if task == "regression" else len(class_names),
+        num_classes=len(label_cols or []) if task == "regression" else len(class_names),
         source={"kind": "csv", "path": csv, "sha256": sha256},
     )
 

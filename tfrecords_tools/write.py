@@ -97,7 +97,8 @@ def write_records(
     csv: str | None = None,
     from_folder: str | None = None,
     image_col: str = "path",
-    label_cols: Sequence[str] = ("label",),
+    label_cols: Sequence[str] | None = ("label",),
+    optional_labels: bool = False,
     id_col: str | None = None,
     group_col: str | None = None,
     task: str | None = None,
@@ -135,7 +136,10 @@ def write_records(
         from_folder: folder tree with one sub-folder per class (instead of `csv`).
         image_col: CSV column with the image paths.
         label_cols: label column(s): one class name or number column, several 0/1 columns
-            (multi-label) or float columns (regression).
+            (multi-label) or float columns (regression); None for records without labels (a
+            test set: no `label` feature, `"labeled": false` in the manifest, no folds).
+        optional_labels: write without labels, instead of failing, when the CSV lacks the
+            label columns (the CLI when --label-col is omitted).
         id_col: column of unique sample ids; default: the file stem.
         group_col: column of groups kept within one fold (StratifiedGroupKFold).
         task: "single_label", "multi_label" or "regression"; inferred when None.
@@ -157,6 +161,8 @@ def write_records(
     """
     start = time.perf_counter()
     _check_options(csv, from_folder, folds, workers, shard_mb, resize, quality, max_bad)
+    if from_folder is not None and label_cols is None:
+        raise TFRecordsError("a folder tree's sub-folders are its labels: --no-labels is for --csv")
     to_replace = _check_out(out, prefix, overwrite)
     if csv is not None:
         table = read_csv_source(
@@ -167,9 +173,15 @@ def write_records(
             group_col=group_col,
             task=task,
             label_sep=label_sep,
+            optional_labels=optional_labels,
         )
     else:
         table = read_folder_source(from_folder, task)
+    if folds and table.task is None:
+        raise TFRecordsError(
+            "folds (--folds) are stratified by label; records without labels are written "
+            "without folds: omit --folds"
+        )
     fold_of = np.full(len(table.paths), -1, dtype=np.int64)
     if folds:
         fold_of = assign_folds(table.labels, table.task, folds, seed, table.groups)
@@ -184,7 +196,7 @@ def write_records(
         "max_bad": max_bad,
         "prefix": prefix,
         "image_col": image_col if csv is not None else None,
-        "label_cols": list(label_cols) if csv is not None else None,
+        "label_cols": list(label_cols) if csv is not None and table.task is not None else None,
         "label_sep": label_sep,
         "id_col": id_col,
         "group_col": group_col,

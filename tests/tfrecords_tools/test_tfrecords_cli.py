@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
+import tensorflow as tf
+
 from tfrecords_tools.cli import main
 
 
@@ -87,3 +90,38 @@ def test_verify_fails_on_an_interrupted_write_and_shows_progress(make_digits, tm
     assert f"CORRUPT: 1 problems in {out}" in captured.out
     assert f"{out} has no manifest.json but holds files of a tfrecords-tools write" in captured.out
     assert "the write was interrupted" in captured.out and captured.err == ""
+
+
+def _features(folder) -> list[list[str]]:
+    records = tf.data.TFRecordDataset(sorted(str(p) for p in folder.glob("*.tfrec")))
+    return [sorted(tf.train.Example.FromString(r.numpy()).features.feature) for r in records]
+
+
+def test_a_csv_without_labels_writes_unlabelled_records(make_digits, tmp_path, capsys):
+    csv = make_digits(10)
+    pd.read_csv(csv).drop(columns=["label"]).to_csv(csv, index=False)
+    out = tmp_path / "test"
+    assert main(["write", "--csv", csv, "--out", str(out), "--id-col", "id"]) == 0
+    assert "wrote 10 records (no labels)" in capsys.readouterr().err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["labeled"] is False and manifest["task"] is None
+    assert (manifest["class_names"], manifest["num_classes"]) == ([], 0)
+    assert manifest["features"] == {"image": "bytes", "id": "bytes", "fold": "int64"}
+    assert _features(out) == [["fold", "id", "image"]] * 10
+    assert main(["verify", str(out), "--quiet"]) == 0
+    argv = ["write", "--csv", csv, "--out", str(tmp_path / "other"), "--quiet"]
+    assert main(argv + ["--folds", "2"]) == 2
+    assert "records without labels are written without folds: omit --folds" in (
+        capsys.readouterr().err
+    )
+    assert main(argv + ["--label-col", "label"]) == 2
+    assert "omit --label-col" in capsys.readouterr().err
+
+
+def test_no_labels_ignores_a_label_column(make_digits, tmp_path):
+    out = tmp_path / "test"
+    assert (
+        main(["write", "--csv", make_digits(6), "--out", str(out), "--no-labels", "--quiet"]) == 0
+    )
+    assert json.loads((out / "manifest.json").read_text())["labeled"] is False
+    assert _features(out) == [["fold", "id", "image"]] * 6
