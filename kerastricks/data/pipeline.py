@@ -220,7 +220,8 @@ def build_dataset(
         cache: None/False, True/"memory", or a file path prefix.
         repeat: repeat forever (default: True for training).
         deterministic: element order reproducible (see above).
-        keys, num_classes: schema of foreign records (see `resolve_records`).
+        keys, num_classes: schema of foreign records (see `resolve_records`); for records
+            without labels `num_classes` is the model's, and the labels are zeros of that size.
         drop_remainder: default True for training, False for evaluation.
         with_ids, with_weights: add ids or sample weights as a third element.
         extra_records: records mixed into training (pseudo-labels).
@@ -230,6 +231,11 @@ def build_dataset(
     _check_args(batch_size, resize, cache, with_ids, with_weights, training, extra_records)
     pipeline = resolve_augmentations(augment if training else None, seed)
     source = resolve_records(records, keys, num_classes=num_classes)
+    if training and not source.labeled:
+        raise ValueError(
+            f"Records {source.path} have no labels (written without --label-col): they can be "
+            "predicted or pseudo-labelled, not trained on."
+        )
     files = source.files_for(folds, exclude_folds)
     if not files:
         raise ValueError(

@@ -5,9 +5,11 @@ Every file access goes through `tf.io.gfile`, so `gs://` buckets (TPU) work like
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import difflib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,14 +45,19 @@ class RecordSource:
     Args:
         path: what the user gave (for messages).
         files: the record files, sorted.
-        task: "single_label", "multi_label" or "regression".
-        num_classes: classes, or regression targets.
+        task: "single_label", "multi_label" or "regression" (records without labels: the
+            task the caller gave, default "single_label").
+        num_classes: classes, or regression targets; for records without labels the number
+            the caller gave (the trained model's outputs), else 0 (unknown).
         class_names: class names ([] for regression or when unknown).
         keys: feature name per role (image, label, id, fold, soft_label, weight); a role
             whose feature is absent from the records maps to None.
         label_dtype: tf.int64 (class indices) or tf.float32 (regression targets).
         shard_folds: fold of each file when the manifest says so, else None.
         manifest: the parsed manifest, or None for foreign records.
+        labeled: False for records without labels (a test set written without --label-col,
+            or foreign records with `keys={"label": None}`): their targets are zeros, so
+            neither training nor accuracy may use them.
     """
 
     path: str
@@ -62,7 +69,34 @@ class RecordSource:
     label_dtype: tf.DType
     shard_folds: dict[str, int] | None = None
     manifest: dict[str, Any] | None = None
+    labeled: bool = True
     _counts: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def check_shards(self) -> None:
+        """Raises naming each shard whose size differs from the manifest's (a truncated or
+        partly copied file), with what to do. One `stat` per shard; shards of manifests that
+        record no size (older writers, hand-made ones) are not checked.
+        """
+        if self.manifest is None:
+            return
+        folder = self.files[0].rsplit("/", 1)[0] if self.files else self.path
+        wrong = []
+        for shard in self.manifest["shards"]:
+            expected = int(shard.get("bytes") or 0)
+            if expected <= 0:  # 0: no size recorded; a written shard is never empty
+                continue
+            path = _join(folder, shard["file"])
+            actual = tf.io.gfile.stat(path).length
+            if actual != expected:
+                wrong.append(f"{path} ({actual} bytes, the manifest says {expected})")
+        if wrong:
+            raise ValueError(
+                f"Records {self.path}: {len(wrong)} shard(s) differ in size from "
+                f"{MANIFEST}, so they are truncated or corrupt: {'; '.join(wrong[:5])}"
+                f"{' ...' if len(wrong) > 5 else ''}. Run `tfrecords-tools verify {folder}` "
+                "to list the bad records, then copy the folder again or rewrite it with "
+                "`tfrecords-tools write ... --overwrite`."
+            )
 
     @property
     def num_records(self) -> int:
@@ -137,6 +171,39 @@ class RecordSource:
         return folds, exclude_folds
 
 
+@contextlib.contextmanager
+def read_errors_named(*sources: RecordSource) -> Iterator[None]:
+    """Re-raises a `DataLossError` from reading records (TensorFlow's names no file) with the
+    records' folder, the shards whose size is wrong, and what to do.
+
+    Example:
+    ```python
+    with read_errors_named(source):
+        model.fit(build_dataset(source, 224, 32, training=True), ...)
+    ```
+    """
+    try:
+        yield
+    except tf.errors.DataLossError as error:
+        suspects = []
+        for source in sources:
+            try:
+                source.check_shards()
+            except ValueError as bad:
+                suspects.append(str(bad))
+            except tf.errors.OpError:
+                suspects.append(f"Records {source.path} cannot be listed any more.")
+        if not suspects:
+            for source in sources:
+                shown = ", ".join(source.files[:3]) + (" ..." if len(source.files) > 3 else "")
+                suspects.append(
+                    f"Records {source.path} ({shown}): run `tfrecords-tools verify "
+                    f"{source.path}` to find the corrupt shard, then rewrite or copy it again."
+                )
+        message = f"Reading TFRecords failed ({error.message.strip()}). " + " ".join(suspects)
+        raise tf.errors.DataLossError(error.node_def, error.op, message) from error
+
+
 def fold_predicate(
     fold: tf.Tensor, folds: list[int] | None, exclude_folds: list[int] | None
 ) -> tf.Tensor:
@@ -179,16 +246,20 @@ def resolve_records(
     `{"image": "image_raw", "label": "target", "id": "image_name"}` (`"label": None` for
     unlabelled records); `keys` may also hold `task` and `label_dtype`. The first record is
     read to check the keys and to infer the label type; `num_classes` is needed for integer
-    labels of foreign records.
+    labels of foreign records. Records without labels (`source.labeled` False) take
+    `num_classes` and `task` from the caller (the trained model's), since they hold none.
 
     Args:
         records: folder, `manifest.json` path, file path, glob, or a list of those.
         keys: feature names per role, for foreign records.
-        num_classes: number of classes (foreign records).
-        task: "single_label", "multi_label" or "regression" (foreign records).
+        num_classes: number of classes (foreign or unlabelled records).
+        task: "single_label", "multi_label" or "regression" (foreign or unlabelled records).
         label_dtype: "int64" or "float32" (foreign records; inferred when None).
     """
     if isinstance(records, RecordSource):
+        if not records.labeled and num_classes and num_classes != records.num_classes:
+            # Unlabelled records know no class count: the caller's (the model's) is the one.
+            return dataclasses.replace(records, num_classes=int(num_classes), _counts={})
         return records
     keys = dict(keys or {})
     task = task or keys.pop("task", None)
@@ -201,7 +272,7 @@ def resolve_records(
         )
     manifest_path = _manifest_path(records)
     if manifest_path is not None:
-        return _from_manifest(manifest_path, records, keys)
+        return _from_manifest(manifest_path, records, keys, num_classes, task)
     files = _glob_files(records)
     return _from_foreign(str(records), files, keys, num_classes, task, label_dtype)
 
@@ -240,7 +311,13 @@ def _glob_files(records: str | Sequence[str]) -> list[str]:
     return sorted(set(files))
 
 
-def _from_manifest(manifest_path: str, records: str, keys: dict[str, Any]) -> RecordSource:
+def _from_manifest(
+    manifest_path: str,
+    records: str,
+    keys: dict[str, Any],
+    num_classes: int | None,
+    task: str | None,
+) -> RecordSource:
     manifest = _read_manifest(manifest_path)
     folder = manifest_path[: -len(MANIFEST)].rstrip("/")
     present = set(tf.io.gfile.listdir(folder))
@@ -254,23 +331,35 @@ def _from_manifest(manifest_path: str, records: str, keys: dict[str, Any]) -> Re
         path = _join(folder, shard["file"])
         files.append(path)
         shard_folds[path] = int(shard["fold"])
-    task = manifest["task"]
+    labeled = _manifest_labeled(manifest)
+    if labeled:
+        task, num_classes = manifest["task"], int(manifest["num_classes"])
+    else:
+        task, num_classes = task or "single_label", int(num_classes or 0)
     resolved = {**DEFAULT_KEYS, **keys}
     if "features" in manifest:
-        for role in ("id", "fold"):
+        for role in ("id", "fold", "label"):
             if DEFAULT_KEYS[role] not in manifest["features"]:
                 resolved[role] = None
     return RecordSource(
         path=str(records),
         files=files,
         task=task,
-        num_classes=int(manifest["num_classes"]),
+        num_classes=num_classes,
         class_names=[str(c) for c in manifest["class_names"]],
         keys=resolved,
         label_dtype=tf.float32 if task == "regression" else tf.int64,
         shard_folds=shard_folds,
         manifest=manifest,
+        labeled=labeled,
     )
+
+
+def _manifest_labeled(manifest: dict[str, Any]) -> bool:
+    """False for records written without labels (`labeled: false`, or no label feature)."""
+    if "features" in manifest and DEFAULT_KEYS["label"] not in manifest["features"]:
+        return False
+    return bool(manifest.get("labeled", True))
 
 
 def _read_manifest(path: str) -> dict[str, Any]:
@@ -288,7 +377,7 @@ def _read_manifest(path: str) -> dict[str, Any]:
             f"Manifest {path} has format_version={manifest['format_version']!r}; this version "
             f"of kerastricks reads format_version={FORMAT_VERSION}. Rewrite the records."
         )
-    if manifest["task"] not in TASKS:
+    if manifest["task"] not in TASKS and _manifest_labeled(manifest):
         raise ValueError(f"Manifest {path}: task must be one of {TASKS}, got {manifest['task']!r}.")
     for shard in manifest["shards"]:
         if not isinstance(shard, dict) or "file" not in shard or "fold" not in shard:
@@ -331,14 +420,25 @@ def _from_foreign(
     task = task or ("regression" if dtype == tf.float32 else "single_label")
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}. Received: {task!r}")
+    if num_classes is None and resolved["label"] is None:
+        num_classes = 0  # unknown: the trained model's count comes with build_dataset
     if num_classes is None:
-        if task != "regression" or resolved["label"] is None:
+        if task != "regression":
             raise ValueError(
                 f"Records {path} have no manifest: pass num_classes (classes, or regression "
                 "targets) for their labels."
             )
         num_classes = len(features[resolved["label"]].float_list.value)
-    return RecordSource(path, files, task, int(num_classes), [], resolved, dtype)
+    return RecordSource(
+        path,
+        files,
+        task,
+        int(num_classes),
+        [],
+        resolved,
+        dtype,
+        labeled=resolved["label"] is not None,
+    )
 
 
 def _label_dtype(

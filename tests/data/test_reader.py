@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from kerastricks.data import build_dataset, resolve_records
 from kerastricks.data.parse import record_parser
+from kerastricks.data.reader import read_errors_named
 
 
 def test_manifest_folder_gives_schema_and_fold_files(records):
@@ -108,3 +109,85 @@ def test_ram_filesystem_stands_for_gcs(kt):
     ids = np.concatenate([batch[2].numpy() for batch in dataset])
     assert [i.decode() for i in ids] == ["id000", "id002", "id004"]
     assert tf.io.gfile.glob(folder + "/*.tfrec") == sorted(source.files)
+
+
+def _unlabelled_folder(kt, folder: str, count: int = 5) -> str:
+    """A test set as `tfrecords-tools write` leaves it without --label-col: no label feature."""
+    tf.io.gfile.makedirs(folder)
+    examples = [
+        kt.make_example({"image": kt.encode(image), "id": f"t{i}", "fold": -1})
+        for i, image in enumerate(kt.sample_images(count, size=32))
+    ]
+    kt.write_file(f"{folder}/test-f-1-00000.tfrec", examples)
+    size = tf.io.gfile.stat(f"{folder}/test-f-1-00000.tfrec").length
+    manifest = {
+        "format_version": 1,
+        "task": None,
+        "labeled": False,
+        "features": {"image": "bytes", "id": "bytes", "fold": "int64"},
+        "class_names": [],
+        "num_classes": 0,
+        "num_records": count,
+        "num_folds": 0,
+        "shards": [{"file": "test-f-1-00000.tfrec", "fold": -1, "count": count, "bytes": size}],
+    }
+    with tf.io.gfile.GFile(f"{folder}/manifest.json", "w") as handle:
+        handle.write(json.dumps(manifest))
+    return folder
+
+
+def test_unlabelled_records_predict_with_the_models_class_count(kt, tmp_path):
+    folder = _unlabelled_folder(kt, str(tmp_path / "test"))
+    source = resolve_records(folder)
+    assert (source.labeled, source.num_classes, source.keys["label"]) == (False, 0, None)
+    assert resolve_records(folder, num_classes=4).num_classes == 4
+    assert resolve_records(source, num_classes=4).num_classes == 4
+    images, labels, ids = next(
+        iter(build_dataset(folder, 16, 8, training=False, num_classes=4, with_ids=True))
+    )
+    assert images.shape == (5, 16, 16, 3) and labels.shape == (5, 4)
+    assert not labels.numpy().any()
+    assert [i.decode() for i in ids.numpy()] == ["t0", "t1", "t2", "t3", "t4"]
+    _, labels, _ = next(iter(build_dataset(source, 16, 8, False, num_classes=3, with_ids=True)))
+    assert labels.shape == (5, 3)
+    with pytest.raises(ValueError, match="have no labels .* not trained on"):
+        build_dataset(folder, 16, 4, training=True, num_classes=4)
+
+
+def test_labelled_sources_say_so(records, kt, tmp_path):
+    assert resolve_records(records).labeled is True
+    path = _foreign(kt, str(tmp_path / "f.tfrec"))
+    source = resolve_records(path, {"image": "image_raw", "label": None})
+    assert (source.labeled, source.num_classes) == (False, 0)
+
+
+def test_check_shards_names_a_truncated_shard(kt, tmp_path):
+    folder = _unlabelled_folder(kt, str(tmp_path / "test"))
+    source = resolve_records(folder)
+    source.check_shards()
+    shard = tmp_path / "test" / "test-f-1-00000.tfrec"
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+    with pytest.raises(
+        ValueError,
+        match=rf"{shard} \({len(data) // 2} bytes, the manifest says "
+        rf"{len(data)}\).*tfrecords-tools verify .*test",
+    ):
+        source.check_shards()
+
+
+def test_a_read_error_names_the_records_and_the_bad_shard(kt, tmp_path):
+    folder = _unlabelled_folder(kt, str(tmp_path / "test"))
+    source = resolve_records(folder, num_classes=2)
+    shard = tmp_path / "test" / "test-f-1-00000.tfrec"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size: only reading finds it
+    shard.write_bytes(bytes(data))
+    dataset = build_dataset(source, 16, 8, training=False)
+    with pytest.raises(tf.errors.DataLossError, match=rf"corrupted record.*{folder}.*verify"):
+        with read_errors_named(source):
+            list(dataset)
+    shard.write_bytes(bytes(data[:-10]))
+    with pytest.raises(tf.errors.DataLossError, match=r"differ in size.*test-f-1-00000.tfrec"):
+        with read_errors_named(source):
+            list(build_dataset(source, 16, 8, training=False))
