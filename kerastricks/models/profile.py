@@ -77,7 +77,7 @@ def profile_backbones(
         batch_size: images per step.
         steps: timed steps per measurement.
         warmup: untimed steps before each measurement.
-        verbose: print the table.
+        verbose: print a line per backbone while it is timed, then the table.
 
     Returns:
         A DataFrame with columns backbone, params, train_img_per_s, infer_img_per_s.
@@ -91,9 +91,23 @@ def profile_backbones(
     if not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"warmup must be an int >= 0; received {warmup!r}.")
     rows = []
-    for name in names:
-        rows.append(_profile_one(name, image_size, batch_size, steps, warmup))
+    for number, name in enumerate(names, start=1):
+        if verbose:
+            # Building and tracing take seconds to minutes per backbone: say what is running.
+            print(
+                f"profile [{number}/{len(names)}] {name}: building, then {warmup} warm-up and "
+                f"{steps} timed steps of {batch_size} images at {image_size}px ...",
+                flush=True,
+            )
+        row = _profile_one(name, image_size, batch_size, steps, warmup)
+        rows.append(row)
         tf.keras.backend.clear_session()
+        if verbose:
+            print(
+                f"profile [{number}/{len(names)}] {name}: train {row['train_img_per_s']:.1f} "
+                f"img/s, infer {row['infer_img_per_s']:.1f} img/s",
+                flush=True,
+            )
     table = pd.DataFrame(rows, columns=["backbone", "params", "train_img_per_s", "infer_img_per_s"])
     if verbose:
         print(table.to_string(index=False, float_format=lambda value: f"{value:.1f}"))
