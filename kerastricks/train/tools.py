@@ -2,13 +2,63 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import tensorflow as tf
 
-from kerastricks.config import Config
+from kerastricks.config import Config, ConfigError, StageConfig
 from kerastricks.train.preflight import fold_counts, preflight
+
+
+def missing_pretrained_requirements(backbone: str) -> list[str]:
+    """The packages tfimm's `pretrained=True` download needs for `backbone` that are missing.
+
+    tfimm converts most weights from timm's PyTorch models (`[timm]` URLs need timm and
+    torch; `[pytorch]` URLs need torch). A local `.safetensors` file needs neither.
+    """
+    from tfimm.models.registry import model_config
+
+    from kerastricks.models.backbones import resolve_backbone_name
+
+    url = getattr(model_config(resolve_backbone_name(backbone)), "url", "") or ""
+    if url.startswith("[timm]"):
+        needed = ["timm", "torch"]
+    elif url.startswith("[pytorch]"):
+        needed = ["torch"]
+    else:
+        needed = []
+    return [name for name in needed if importlib.util.find_spec(name) is None]
+
+
+def check_pretrained_weights(config: Config) -> None:
+    """Raises a ConfigError before any model is built when `model.weights: pretrained`
+    cannot be loaded here for lack of timm or PyTorch."""
+    if config.model.weights != "pretrained":
+        return
+    missing = missing_pretrained_requirements(config.model.backbone)
+    if missing:
+        names = {"timm": "timm", "torch": "PyTorch"}
+        raise ConfigError(
+            f"model.weights: pretrained {config.model.backbone!r} needs timm and PyTorch "
+            f"(tfimm's pretrained download converts timm's PyTorch weights); "
+            f"{' and '.join(names[m] for m in missing)} not installed. Install them "
+            f"(pip install {' '.join(missing)}), or set model.weights to a local timm "
+            "`.safetensors` file, which needs neither."
+        )
+
+
+def pick_stage(stages: Sequence[StageConfig], index: int) -> StageConfig:
+    """The stage at `index` (negative counts from the end); a ValueError names the range."""
+    if not -len(stages) <= index < len(stages):
+        names = ", ".join(f"{i}: {stage.name}" for i, stage in enumerate(stages))
+        raise ValueError(
+            f"--stage {index}: the config has {len(stages)} stage(s) ({names}); give an index "
+            f"from 0 to {len(stages) - 1}, or -1 for the last"
+        )
+    return stages[index]
 
 
 def show_batch_for_config(config: Config, out: str, stage: int = -1) -> str:
@@ -16,7 +66,7 @@ def show_batch_for_config(config: Config, out: str, stage: int = -1) -> str:
     from kerastricks.data import show_batch
 
     inputs = preflight(config)
-    chosen = inputs.stages[stage]
+    chosen = pick_stage(inputs.stages, stage)
     train_folds = [f for f in fold_counts(inputs.source) if f != config.data.val_fold]
     show_batch(
         inputs.source,
@@ -47,8 +97,10 @@ def lr_find_for_config(
     from kerastricks.train.stages import trainable_groups
 
     inputs = preflight(config)
-    chosen = inputs.stages[stage]
+    chosen = pick_stage(inputs.stages, stage)
+    check_pretrained_weights(config)
     tf.keras.utils.set_random_seed(config.seed)
+    _progress(f"building {config.model.backbone} at {chosen.image_size}px")
     model = build_model(config, inputs.source.num_classes, chosen.image_size)
     groups = layer_groups(model, config.train.groups)
     set_trainable(model, groups, trainable_groups(chosen.unfreeze, len(groups)))
@@ -75,7 +127,14 @@ def lr_find_for_config(
         resize=config.data.resize,
         num_classes=inputs.source.num_classes,
     )
-    finder = find_lr(model, dataset, steps=steps)
+    # The first batch traces the graph (tens of seconds); Keras' progress bar then counts
+    # the sweep's batches.
+    _progress(f"sweeping the LR over {steps} batches (the first one traces the graph)")
+    finder = find_lr(model, dataset, steps=steps, verbose=1)
     path = out or os.path.join(config.output, config.name, "plots", "lr_find.png")
     finder.plot(path)
     return finder, path
+
+
+def _progress(message: str) -> None:
+    print(f"kerastricks: {message}", flush=True)
