@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-RESIZE_POLICIES = ("squash", "center_crop", "random_resized_crop")
+from kerastricks.config.names import RESIZE_POLICIES
 
 # libjpeg decodes at 1/2, 1/4 or 1/8 scale by dropping DCT coefficients: far cheaper than a
 # full decode followed by a downscale, and the result is already low-passed.

@@ -10,9 +10,9 @@ import numpy as np
 import tensorflow as tf
 
 import kerastricks  # noqa: F401  (selects tf-keras before TensorFlow is imported)
+from kerastricks.config.names import POOLINGS
 from kerastricks.models.backbones import create_backbone, is_tfimm_model, size_pair
 
-POOLINGS = ("avg", "max", "avgmax")
 HEAD_PREFIX = "head/"
 # Token-mixing MLPs: fixed token grid, no interpolation.
 _STATIC_SIZE_MODULES = ("tfimm.architectures.mlp_mixer",)

@@ -11,8 +11,9 @@ import dataclasses
 from dataclasses import dataclass
 
 from kerastricks.config import RecipeConfig, StageConfig, TrainConfig
+from kerastricks.config.names import RECIPES
+from kerastricks.config.validate import check_stage
 
-RECIPES = ("fine_tune", "progressive")
 SIZE_MULTIPLE = 8
 
 
@@ -99,22 +100,6 @@ def resolve_stages(train: TrainConfig) -> list[StageConfig]:
         name = stage.name or f"stage{i + 1}"
         resolved.append(dataclasses.replace(stage, name=name))
     return resolved
-
-
-def check_stage(stage: StageConfig, path: str) -> None:
-    """Raises a ValueError naming the key when a stage's values make no sense."""
-    if stage.epochs < 1:
-        raise ValueError(f"{path}.epochs: expected >= 1, got {stage.epochs}")
-    if stage.image_size < 8:
-        raise ValueError(f"{path}.image_size: expected >= 8 px, got {stage.image_size}")
-    if stage.lr <= 0:
-        raise ValueError(f"{path}.lr: expected > 0, got {stage.lr}")
-    if isinstance(stage.unfreeze, str) and stage.unfreeze not in ("head", "all"):
-        raise ValueError(
-            f"{path}.unfreeze: expected 'head', 'all' or a number of groups, got {stage.unfreeze!r}"
-        )
-    if isinstance(stage.unfreeze, int) and stage.unfreeze < 1:
-        raise ValueError(f"{path}.unfreeze: expected >= 1 groups, got {stage.unfreeze}")
 
 
 @dataclass

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-STRATEGIES = ("auto", "tpu", "mirrored", "multi_worker", "default")
-PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+from kerastricks.config.names import PRECISIONS, STRATEGIES
 
 
 @dataclass
