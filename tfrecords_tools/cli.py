@@ -17,7 +17,9 @@ def _write_parser(commands: argparse._SubParsersAction) -> None:
         "--csv", metavar="FILE", help="CSV with image paths (relative to its folder) and labels"
     )
     source.add_argument(
-        "--from-folder", metavar="DIR", help="folder tree with one sub-folder per class"
+        "--from-folder",
+        metavar="DIR",
+        help="folder tree with one sub-folder per class (ids: paths without extension)",
     )
     parser.add_argument(
         "--out", required=True, metavar="DIR", help="output folder (local or gs://)"
@@ -50,20 +52,30 @@ def _write_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--group-col", metavar="COL", help="CSV column of groups kept within one fold"
     )
-    parser.add_argument("--folds", type=int, metavar="K", help="number of stratified folds")
+    parser.add_argument(
+        "--folds", type=int, metavar="K", help="number of stratified folds, >= 2 (default: none)"
+    )
     parser.add_argument("--seed", type=int, default=42, metavar="S", help="fold and order seed")
     parser.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes")
     parser.add_argument(
         "--shard-mb", type=float, default=100.0, metavar="MB", help="target shard size (MB)"
     )
     parser.add_argument(
-        "--resize", type=int, metavar="PX", help="scale the longer side to PX, store JPEG"
+        "--resize",
+        type=int,
+        metavar="PX",
+        help="scale the longer side to PX (aspect kept, no crop) and re-encode as JPEG; "
+        "default: store the original bytes",
     )
     parser.add_argument(
         "--quality", type=int, default=95, metavar="Q", help="JPEG quality with --resize"
     )
     parser.add_argument("--prefix", default="train", help="shard file name prefix")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing dataset (it stays readable until the new one is complete)",
+    )
     parser.add_argument(
         "--max-bad",
         type=float,

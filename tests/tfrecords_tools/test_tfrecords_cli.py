@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
+import pytest
 import tensorflow as tf
 
 from tfrecords_tools.cli import main
@@ -125,3 +127,15 @@ def test_no_labels_ignores_a_label_column(make_digits, tmp_path):
     )
     assert json.loads((out / "manifest.json").read_text())["labeled"] is False
     assert _features(out) == [["fold", "id", "image"]] * 6
+
+
+def test_help_and_readmes_say_resize_scales_the_longer_side(capsys):
+    with pytest.raises(SystemExit):
+        main(["write", "--help"])
+    assert "scale the longer side to PX" in " ".join(capsys.readouterr().out.split())
+    root = Path(__file__).parents[2]
+    for readme in ("README.md", "notebooks/README.md"):
+        text = (root / readme).read_text()
+        assert "shorter side" not in text, readme
+    assert "`--resize PX` scales the\n**longer** side" in (root / "README.md").read_text()
+    assert "`--from-folder DIR`" in (root / "README.md").read_text()
