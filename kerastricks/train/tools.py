@@ -38,13 +38,16 @@ def check_pretrained_weights(config: Config) -> None:
     cannot be loaded here for lack of timm or PyTorch."""
     if config.model.weights != "pretrained":
         return
-    missing = missing_pretrained_requirements(config.model.backbone)
+    try:
+        missing = missing_pretrained_requirements(config.model.backbone)
+    except ValueError:
+        return  # an unknown backbone: preflight names it under model.backbone
     if missing:
-        names = {"timm": "timm", "torch": "PyTorch"}
+        shown = " and ".join({"timm": "timm", "torch": "PyTorch"}[name] for name in missing)
         raise ConfigError(
-            f"model.weights: pretrained {config.model.backbone!r} needs timm and PyTorch "
-            f"(tfimm's pretrained download converts timm's PyTorch weights); "
-            f"{' and '.join(names[m] for m in missing)} not installed. Install them "
+            f"model.weights: pretrained {config.model.backbone!r}: tfimm's pretrained download "
+            f"needs timm and PyTorch (it converts timm's weights), and {shown} "
+            f"{'is' if len(missing) == 1 else 'are'} not installed. Install them "
             f"(pip install {' '.join(missing)}), or set model.weights to a local timm "
             "`.safetensors` file, which needs neither."
         )
