@@ -10,6 +10,13 @@ functional model from `layer.output`, this reaches inside nested *subclassed* mo
 (every tfimm backbone is one, and its inner layers are not graph-connected to the outer
 functional model), so one code path serves functional, Sequential and subclassed models.
 
+A model built under a distribution strategy (TPU, MirroredStrategy) is explained the same
+way: eagerly, in the cross-replica context, where each mirrored variable reads as its
+primary copy, on the default device. `strategy.run` would trace the forward pass into a
+per-replica graph (XLA on a TPU) in which the patched `call` records symbolic tensors of one
+replica's share, and the heatmaps would then need gathering; for a grid of a few images
+that buys nothing.
+
 Example:
 
 ```python
@@ -258,8 +265,13 @@ def save_grad_cam_grid(
         raise ValueError(f"images must be [N, H, W, C]; received shape {images.shape}.")
     true = _label_indices(labels, len(images), len(class_names))
     if probabilities is None:
-        logits = model.predict(images, batch_size=32, verbose=0)
-        probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1).numpy()
+        # Eager calls, like grad_cam's: `model.predict` on a strategy-built model would trace
+        # (on a TPU, compile) a distributed function for these few images and a partial batch.
+        logits = [
+            tf.cast(model(images[start : start + 32], training=False), tf.float32)
+            for start in range(0, len(images), 32)
+        ]
+        probabilities = tf.nn.softmax(tf.concat(logits, axis=0), axis=-1).numpy()
     probabilities = np.asarray(probabilities, dtype=np.float64)
     _check_grid_inputs(images, probabilities, class_names)
     predicted = probabilities.argmax(axis=1)

@@ -207,3 +207,16 @@ def test_grid_checks_labels_and_class_names_before_running_the_model(tmp_path):
         )
     with pytest.raises(ValueError, match=r"class indices in \[0, 2\)"):
         save_grad_cam_grid(_masked_model(), images, [0, 2], ["a", "b"], str(tmp_path / "x.png"))
+
+
+def test_model_built_under_a_strategy_is_explained_like_a_plain_one(tmp_path):
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        mirrored = _masked_model()
+    assert mirrored.distribute_strategy is strategy
+    images = _blob_images([(4, 4), (20, 20), (4, 20)])
+    np.testing.assert_allclose(grad_cam(mirrored, images), grad_cam(_masked_model(), images))
+    order = save_grad_cam_grid(
+        mirrored, images, [0, 1, 0], ["whale", "sea"], str(tmp_path / "g.png")
+    )
+    assert sorted(order.tolist()) == [0, 1, 2]

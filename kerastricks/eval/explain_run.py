@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from kerastricks.config import Config
 
+if TYPE_CHECKING:
+    from kerastricks.train.strategy import Hardware
 
-def explain_run(config: Config, run_dir: str, out: str, max_images: int = 16) -> str:
+
+def explain_run(
+    config: Config,
+    run_dir: str,
+    out: str,
+    max_images: int = 16,
+    *,
+    hardware: Hardware | None = None,
+) -> str:
     """Writes a PNG grid of validation images with Grad-CAM overlays, confident mistakes
-    first; uses the run's best weights and its last stage's image size."""
+    first; uses the run's best weights and its last stage's image size. The model is built
+    under `hardware`'s strategy (None: the current strategy)."""
     from kerastricks.data import build_dataset, resolve_records
     from kerastricks.eval.predict import final_image_size, fold_run_dirs, load_trained_model
     from kerastricks.explain import save_grad_cam_grid
 
     model_dir = fold_run_dirs(run_dir)[0]
-    model, run_config = load_trained_model(model_dir, config.predict.weights)
+    model, run_config = load_trained_model(model_dir, config.predict.weights, hardware=hardware)
     source = resolve_records(
         run_config.data.records, keys=run_config.data.keys, num_classes=run_config.data.num_classes
     )

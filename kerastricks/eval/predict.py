@@ -11,7 +11,9 @@ import tensorflow as tf
 
 from kerastricks._fs import write_text_atomic
 from kerastricks.config import Config, load_config
+from kerastricks.eval.distributed import global_batch_size, prediction_strategy
 from kerastricks.eval.tta import predict_tta
+from kerastricks.train.strategy import Hardware, resolve_jit_compile
 
 WEIGHT_FILES = {"best": "best.weights.h5", "last": "last.weights.h5"}
 
@@ -34,8 +36,11 @@ def fold_run_dirs(run_dir: str) -> list[str]:
     )
 
 
-def load_trained_model(model_dir: str, weights: str = "best") -> tuple[tf.keras.Model, Config]:
-    """Rebuilds a run's classifier from its saved config and loads its weights."""
+def load_trained_model(
+    model_dir: str, weights: str = "best", *, hardware: Hardware | None = None
+) -> tuple[tf.keras.Model, Config]:
+    """Rebuilds a run's classifier from its saved config and loads its weights, under the
+    strategy that will predict with it (`hardware`; None: the current strategy)."""
     from kerastricks.data import resolve_records
     from kerastricks.train.build import build_model
 
@@ -48,14 +53,22 @@ def load_trained_model(model_dir: str, weights: str = "best") -> tuple[tf.keras.
     source = resolve_records(
         config.data.records, keys=config.data.keys, num_classes=config.data.num_classes
     )
-    model = build_model(config, source.num_classes, final_image_size(config))
-    model.load_weights(path)
+    # Variables created in the scope live on every replica (TPU cores), so the forward pass
+    # runs there instead of on the host CPU.
+    with prediction_strategy(hardware).scope():
+        model = build_model(config, source.num_classes, final_image_size(config))
+        model.load_weights(path)
     return model, config
 
 
 def final_image_size(config: Config) -> int:
     """The image size of a run's last stage: what its model was trained at last."""
     return config.train.stages[-1].image_size
+
+
+def final_batch_size(config: Config) -> int:
+    """The per-replica batch of a run's last stage (its image size fits memory at it)."""
+    return config.train.stages[-1].batch_size or config.train.batch_size
 
 
 def predict_records(
@@ -66,33 +79,87 @@ def predict_records(
     *,
     folds: list[int] | None = None,
     batch_size: int | None = None,
+    hardware: Hardware | None = None,
+    verbose: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Plain and TTA probabilities, targets and ids of `records` (all, or some folds)."""
-    from kerastricks.data import build_dataset
+    """Plain and TTA probabilities, targets and ids of `records` (all, or some folds).
 
+    Args:
+        model: the classifier, built under `hardware`'s strategy (`load_trained_model`).
+        config: the run's config (image size, keys, TTA, batch).
+        records: a record folder, files or a resolved `RecordSource`.
+        task: `single_label`, `multi_label` or `regression`.
+        folds: only these folds (None: every record).
+        batch_size: per-replica batch (None: the last stage's); one step predicts it times
+            the replicas in sync.
+        hardware: the strategy to predict under (None: the one `model` was built under).
+        verbose: 0 silent, 1 a progress bar over batches (None: `config.train.verbose`).
+    """
+    from kerastricks.data import build_dataset, resolve_records
+
+    # A model knows the strategy it was built under: without `hardware`, predict under it.
+    strategy = model.distribute_strategy if hardware is None else prediction_strategy(hardware)
+    global_batch = global_batch_size(batch_size or final_batch_size(config), strategy)
+    source = resolve_records(records, keys=config.data.keys, num_classes=model.output_shape[-1])
     dataset = build_dataset(
-        records,
+        source,
         image_size=final_image_size(config),
-        batch_size=batch_size or config.train.batch_size,
+        batch_size=global_batch,
         training=False,
         folds=folds,
         keys=config.data.keys,
         num_classes=model.output_shape[-1],
         with_ids=True,
     )
-    return predict_tta(model, dataset, config.tta.transforms, task, config.tta.beta)
+    count = _known_count(source, folds)
+    kind = hardware.kind if hardware is not None else "cpu"
+    return predict_tta(
+        model,
+        dataset,
+        config.tta.transforms,
+        task,
+        config.tta.beta,
+        strategy=strategy,
+        batch_size=global_batch,
+        steps=None if count is None else -(-count // global_batch),
+        verbose=config.train.verbose if verbose is None else verbose,
+        jit_compile=resolve_jit_compile(config.train.jit_compile, kind),
+    )
+
+
+def _known_count(source: Any, folds: list[int] | None) -> int | None:
+    """Records in the folds when the manifest says (no extra pass over the files)."""
+    shards = (source.manifest or {}).get("shards") or []
+    if not shards or not all("count" in s for s in shards):
+        return None
+    return source.count(folds)
 
 
 def ensemble_predict(
-    run_dir: str, records: Any, weights: str = "best", batch_size: int | None = None
+    run_dir: str,
+    records: Any,
+    weights: str = "best",
+    batch_size: int | None = None,
+    *,
+    hardware: Hardware | None = None,
+    verbose: int | None = None,
 ) -> dict[str, Any]:
     """Averages the probabilities of every fold model of a run over `records` (a resolved
-    record source), with each model's TTA."""
+    record source), with each model's TTA; each model is built and run under `hardware`'s
+    strategy (None: the current one). `batch_size` is per replica, as in `predict_records`."""
     plain, tta = [], []
     result: dict[str, Any] = {}
     for model_dir in fold_run_dirs(run_dir):
-        model, config = load_trained_model(model_dir, weights)
-        result = predict_records(model, config, records, _task_of(model_dir), batch_size=batch_size)
+        model, config = load_trained_model(model_dir, weights, hardware=hardware)
+        result = predict_records(
+            model,
+            config,
+            records,
+            _task_of(model_dir),
+            batch_size=batch_size,
+            hardware=hardware,
+            verbose=verbose,
+        )
         plain.append(result["plain"])
         tta.append(result["tta"])
         result["config"] = config
@@ -153,12 +220,29 @@ def write_prediction_files(
     return predictions_path, submission_path
 
 
-def predict(config: Config, run_dir: str, records: str, out_dir: str | None = None) -> dict:
-    """`kerastricks predict`: fold ensemble + TTA over `records`; writes the two CSV files."""
+def predict(
+    config: Config,
+    run_dir: str,
+    records: str,
+    out_dir: str | None = None,
+    *,
+    hardware: Hardware | None = None,
+) -> dict:
+    """`kerastricks predict`: fold ensemble + TTA over `records`; writes the two CSV files.
+
+    Every model predicts under `hardware`'s strategy (None: the current one), with a
+    progress bar unless `config.train.verbose` is 0.
+    """
     from kerastricks.data import resolve_records
 
     source = resolve_records(records, keys=config.data.keys, num_classes=config.data.num_classes)
-    result = ensemble_predict(run_dir, source, config.predict.weights)
+    result = ensemble_predict(
+        run_dir,
+        source,
+        config.predict.weights,
+        hardware=hardware,
+        verbose=config.train.verbose,
+    )
     task = _task_of(fold_run_dirs(run_dir)[0])
     train_source = resolve_records(
         result["config"].data.records,

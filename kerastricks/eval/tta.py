@@ -3,7 +3,8 @@
 fastai `tta(n=4, beta=0.25)` averages augmented passes and blends them with the plain
 prediction: final = (1 - beta) * mean(augmented) + beta * plain. Our transforms are named and
 deterministic (`identity`, `hflip`, `vflip`, `rot90`, `rot180`, `rot270`, `scale1.15`), so a
-prediction is reproducible and each pass is one XLA-compilable op.
+prediction is reproducible and each pass is one XLA-compilable op. `predict_tta` splits every
+batch over the replicas of the model's strategy (TPU cores, GPUs).
 """
 
 from __future__ import annotations
@@ -96,29 +97,78 @@ def predict_tta(
     transforms: Sequence[str],
     task: str,
     beta: float | None = None,
+    *,
+    strategy: tf.distribute.Strategy | None = None,
+    batch_size: int | None = None,
+    steps: int | None = None,
+    verbose: int = 0,
+    jit_compile: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Predicts a `(images, labels, ids)` dataset once per transform; returns `plain`
-    (identity) and `tta` (blended) probabilities, `targets` and `ids`, in dataset order."""
+    """Predicts a batched `(images, labels, ids)` dataset once per transform; returns `plain`
+    (identity) and `tta` (blended) probabilities, `targets` and `ids`, in dataset order.
+
+    Example:
+
+    ```python
+    with strategy.scope():
+        model = build_model(config, num_classes, 224)
+    result = predict_tta(model, dataset, ["hflip", "scale1.15"], "single_label", 0.25,
+                         strategy=strategy, batch_size=64 * strategy.num_replicas_in_sync)
+    ```
+
+    Args:
+        model: the classifier (raw pixels in, logits out).
+        dataset: batched `(images, labels, ids)`; a partial last batch is fine.
+        transforms: TTA transform names (`identity` is always the plain pass).
+        task: `single_label`, `multi_label` or `regression` (how logits become
+            probabilities).
+        beta: fastai's blend weight of the plain pass (None: the mean of every pass).
+        strategy: the strategy that built `model` (None: `model.distribute_strategy`);
+            every batch is split over its replicas.
+        batch_size: the global batch of one step (per-replica batch x replicas); None: the
+            dataset's batch, rounded up to a multiple of the replicas.
+        steps: batches at `batch_size`, for the progress bar (None: unknown).
+        verbose: 0 silent, 1 a progress bar over batches, 2 one line at the end.
+        jit_compile: compile the per-replica forward pass with XLA (always on for a TPU).
+    """
+    from kerastricks.eval.distributed import predict_distributed
+
+    if strategy is None:
+        strategy = model.distribute_strategy
     names = list(dict.fromkeys(["identity", *transforms]))
     fns = [get_tta_transform(n) for n in names]
 
-    @tf.function
-    def forward(images: tf.Tensor) -> list[tf.Tensor]:
-        return [model(fn(images), training=False) for fn in fns]
+    def forward(images: tf.Tensor) -> tf.Tensor:
+        # One [b, passes, C] tensor: one transfer back to the host per step.
+        passes = [tf.cast(model(fn(images), training=False), tf.float32) for fn in fns]
+        return tf.stack(passes, axis=1)
 
-    outputs: list[list[np.ndarray]] = [[] for _ in names]
-    targets, ids = [], []
-    for images, labels, batch_ids in dataset:
-        for i, logits in enumerate(forward(images)):
-            outputs[i].append(logits.numpy())
-        targets.append(labels.numpy())
-        ids.append(batch_ids.numpy())
-    probabilities = [to_probabilities(np.concatenate(o), task) for o in outputs]
+    if batch_size is None:
+        batch_size = _rounded_batch(dataset, strategy.num_replicas_in_sync)
+    outputs, (targets, ids) = predict_distributed(
+        forward,
+        dataset,
+        strategy,
+        batch_size,
+        steps=steps,
+        verbose=verbose,
+        jit_compile=jit_compile,
+    )
+    probabilities = [to_probabilities(outputs[:, i], task) for i in range(len(names))]
     plain = probabilities[0]
     tta = blend_tta(plain, probabilities[1:], beta)
     return {
         "plain": plain,
         "tta": tta,
-        "targets": np.concatenate(targets),
-        "ids": np.array([i.decode() for i in np.concatenate(ids)]),
+        "targets": targets,
+        "ids": np.array([i.decode() for i in ids]),
     }
+
+
+def _rounded_batch(dataset: tf.data.Dataset, replicas: int) -> int:
+    """The dataset's batch (static, else its first batch's), rounded up to whole replicas."""
+    rows = tf.nest.flatten(dataset.element_spec)[0].shape[0]
+    if rows is None:
+        first = next(iter(dataset.take(1)), None)
+        rows = 1 if first is None else int(tf.shape(tf.nest.flatten(first)[0])[0])
+    return -(-rows // replicas) * replicas
