@@ -1,4 +1,7 @@
-"""Pseudo-label selection: threshold and top-k per class, hard and soft targets."""
+"""Pseudo-labels: selection (threshold, top-k per class, hard and soft targets) and rounds
+that keep validation labels out of the training folds."""
+
+import os
 
 import numpy as np
 import pytest
@@ -43,3 +46,129 @@ def test_hard_and_soft_targets():
     soft = pseudo_targets(PROBS[:2], soft=True)
     np.testing.assert_allclose(soft.sum(axis=1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(soft[1], PROBS[1], rtol=1e-6)
+
+
+# ---- Leak-free rounds: behaviour and provenance ------------------------------------------
+
+LEAK_IMAGES = 32
+LEAK_CLASSES = 8
+CHANCE = 1.0 / LEAK_CLASSES
+
+
+@pytest.fixture(scope="module")
+def copied_noise_records(tmp_path_factory):
+    """Random-noise images with random labels (nothing to learn) in 2 folds, and an
+    unlabelled set of exact copies of the same images under other ids."""
+    import pandas as pd
+    from PIL import Image
+
+    from tfrecords_tools import write_records
+
+    root = tmp_path_factory.mktemp("leak")
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir()
+    rows = []
+    for i in range(LEAK_IMAGES):
+        path = root / "images" / f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(path)
+        rows.append({"path": str(path), "label": int(rng.integers(LEAK_CLASSES)), "id": f"l{i}"})
+    labeled = pd.DataFrame(rows)
+    labeled.to_csv(root / "labeled.csv", index=False)
+    copies = labeled.drop(columns="label").assign(id=[f"u{i}" for i in range(LEAK_IMAGES)])
+    copies.to_csv(root / "copies.csv", index=False)
+    paths = {"labeled": str(root / "labeled"), "unlabeled": str(root / "unlabeled")}
+    write_records(
+        paths["labeled"], csv=str(root / "labeled.csv"), id_col="id", folds=2, progress=False
+    )
+    write_records(
+        paths["unlabeled"],
+        csv=str(root / "copies.csv"),
+        label_cols=None,
+        id_col="id",
+        progress=False,
+    )
+    return paths
+
+
+def memorising_config(tmp_path, records, mode):
+    """A config whose models memorise their training images (no augmentation, no
+    smoothing, no decay, 90 steps) and pseudo-label every unlabelled image."""
+    from kerastricks.config import from_dict
+
+    return from_dict(
+        {
+            "name": "leak",
+            "seed": 1,
+            "output": str(tmp_path / "runs"),
+            "data": {
+                "records": records["labeled"],
+                "unlabeled": records["unlabeled"],
+                "deterministic": True,
+            },
+            "model": {"backbone": "resnet18", "head": {"dropout": 0.0}},
+            "train": {
+                "batch_size": 8,
+                "steps_per_epoch": 30,
+                "verbose": 0,
+                "label_smoothing": 0.0,
+                "optimizer": {"name": "adamw", "weight_decay": 0.0},
+                "stages": [{"epochs": 3, "image_size": 16, "lr": 3e-3}],
+            },
+            "pseudo": {"rounds": 1, "threshold": 0.01, "mode": mode},
+        }
+    )
+
+
+def fold_ids(records, fold):
+    import pandas as pd
+
+    frame = pd.read_csv(os.path.join(records["labeled"], "folds.csv"))
+    return set(frame.loc[frame["fold"] == fold, "id"].astype(str))
+
+
+@pytest.mark.slow
+def test_per_fold_pseudo_labels_do_not_leak_validation_labels(tmp_path, copied_noise_records):
+    """Random labels cannot be learnt, only memorised. The unlabelled images are copies of
+    the labelled ones, so a pseudo-label from a model that memorised fold k's labels hands
+    them to the fold-k model: its CV score rises far above chance. Per-fold pseudo-labels
+    come from the one model that never saw fold k, and the score stays at chance."""
+    import shutil
+
+    import pandas as pd
+
+    from kerastricks.pseudo import pseudo_label_rounds, pseudo_provenance
+
+    records = copied_noise_records
+    config = memorising_config(tmp_path, records, "per_fold")
+    report = pseudo_label_rounds(config)
+    run_dir = report["run_dir"]
+    assert run_dir.endswith("leak-pseudo")
+    honest = {row["round"]: row["cv_score"] for row in report["rounds"]}
+    assert honest[0] < 0.35 and honest[1] < 0.35, f"chance is {CHANCE}: {honest}"
+
+    # Provenance: no model behind fold k's pseudo set trained on a fold-k id.
+    for fold in (0, 1):
+        provenance = pseudo_provenance(os.path.join(run_dir, "pseudo1", f"fold{fold}"))
+        assert provenance["round"] == 1 and provenance["for_folds"] == [fold]
+        assert [m["val_fold"] for m in provenance["models"]] == [fold]
+        trained_on = set().union(*(m["trained_on_ids"] for m in provenance["models"]))
+        assert trained_on == fold_ids(records, 1 - fold)
+        assert not trained_on & fold_ids(records, fold)
+        fold_config = os.path.join(run_dir, "round1", f"fold{fold}", "config.yaml")
+        assert f"pseudo1/fold{fold}" in open(fold_config).read()
+    # The unlabelled records carry no labels: no pseudo accuracy is made up.
+    rounds = pd.read_csv(os.path.join(run_dir, "rounds.csv"))
+    assert rounds["pseudo_added"].tolist() == [0, LEAK_IMAGES]
+    assert rounds["pseudo_accuracy"].isna().all()
+
+    # The same round-0 models, pooled: fold k now learns its own labels through the copies.
+    pooled_dir = str(tmp_path / "runs" / "pooled-pseudo")
+    shutil.copytree(run_dir, pooled_dir, ignore=shutil.ignore_patterns("pseudo1", "round1"))
+    pooled = memorising_config(tmp_path, records, "pooled")
+    leaky = pseudo_label_rounds(pooled, resume=pooled_dir)["rounds"]
+    assert leaky[0]["cv_score"] == honest[0], "round 0 is the same run"
+    assert leaky[1]["cv_score"] > 0.45, f"the pooled leak should show (chance {CHANCE})"
+    provenance = pseudo_provenance(os.path.join(pooled_dir, "pseudo1", "pooled"))
+    assert provenance["for_folds"] == [0, 1] and len(provenance["models"]) == 2
+    trained_on = set().union(*(m["trained_on_ids"] for m in provenance["models"]))
+    assert fold_ids(records, 0) <= trained_on, "the pooled set's models saw fold 0's labels"

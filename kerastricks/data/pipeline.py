@@ -102,8 +102,10 @@ def _merge_extra(
     """Mixes pseudo-labelled records into the training stream, in proportion to the counts.
 
     Both streams are parsed to the same structure first, so the extra records may use other
-    keys; `sample_from_datasets` then draws from each in proportion to its size, and an
-    epoch still holds every record of both.
+    keys; `sample_from_datasets` then draws from each in proportion to its size. The trainer
+    counts an epoch's steps from the labelled training records only, so adding pseudo-labels
+    keeps a round's number of steps (rounds compare at equal compute), and each epoch draws
+    from both streams in that proportion.
     """
     extra = resolve_records(extra_records, keys, num_classes=source.num_classes)
     if extra.num_classes != source.num_classes:

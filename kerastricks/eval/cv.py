@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from kerastricks.eval.predict import load_trained_model, predict_records, probab
 from kerastricks.losses import monitor_for, score_predictions
 from kerastricks.train.preflight import fold_counts, preflight
 from kerastricks.train.records import library_versions, prepare_run_dir
+from kerastricks.train.resume import check_run_kind, resume_config, write_run_kind
 
 
 def cross_validate(
@@ -29,38 +31,73 @@ def cross_validate(
     resume: str | None = None,
     overwrite: bool = False,
     hardware: Any = None,
+    extra_records_by_fold: Mapping[int, str] | None = None,
+    run_dir: str | None = None,
 ) -> dict[str, Any]:
     """`kerastricks cv`: trains the listed folds (default all), writes `oof.csv` and the
-    CV score (plain and with TTA) into `<output>/<name>/summary.json`.
+    CV score (plain and with TTA) into `<output>/<name>-cv/summary.json`.
 
     Args:
         config: the run config; `cv.folds` lists the folds to train (null: all).
-        resume: a CV run folder to continue (finished folds are kept as they are).
+        resume: a CV run folder to continue (finished folds are kept as they are); the
+            changes of `config` that a resume may apply are applied (TTA and prediction
+            settings re-score every fold), any other difference is refused.
         overwrite: replace an existing run folder of the same name.
         hardware: a strategy from `detect_hardware`, shared by every fold (a TPU is
             initialised once).
+        extra_records_by_fold: records that join one fold's training only (each fold's
+            pseudo-labels); folds not listed use `data.extra_records`.
+        run_dir: the folder of a new CV run (default `<output>/<name>-cv`).
     """
     from kerastricks.train.strategy import detect_hardware
 
     if resume is not None:
-        config = load_config(os.path.join(resume, "config.yaml"))
-    run_dir = resume or os.path.join(config.output, config.name)
+        config = resumed_cv_config(config, resume)
+    run_dir = resume or run_dir or cv_run_dir(config)
     # Before anything reads records: multi-worker collectives must be configured first.
     hardware = hardware or detect_hardware(config.train.strategy)
     inputs = preflight(config, holdout=False)
     folds = _folds(config, inputs.source)
     if resume is None:
         prepare_run_dir(run_dir, overwrite)
+        write_run_kind(run_dir, "cv")
     save_config(config, os.path.join(run_dir, "config.yaml"))
     fold_results = []
     for fold in folds:
-        fold_results.append(_run_fold(config, run_dir, fold, hardware))
+        extra = (extra_records_by_fold or {}).get(fold, config.data.extra_records)
+        fold_results.append(_run_fold(config, run_dir, fold, hardware, extra))
     oof = pd.concat([r["oof"] for r in fold_results], ignore_index=True)
     write_text_atomic(os.path.join(run_dir, "oof.csv"), oof.to_csv(index=False))
     summary = _summarise(config, inputs.source, oof, fold_results, folds)
+    summary["run_dir"] = run_dir
     write_json_atomic(os.path.join(run_dir, "summary.json"), summary)
     _print(summary, run_dir)
     return summary
+
+
+def cv_run_dir(config: Config) -> str:
+    """The folder of a new CV run: `<output>/<name>-cv` (a train run of the same config
+    keeps `<output>/<name>`)."""
+    return os.path.join(config.output, f"{config.name}-cv")
+
+
+def resumed_cv_config(config: Config, run_dir: str, kind: str = "cv") -> Config:
+    """The saved CV run's config with the changes of `config` that a resume may apply.
+
+    Training settings may change only while no fold has finished (the folds of one CV run
+    train alike); a change of TTA or prediction settings removes the folds' OOF files, so
+    every fold is scored again with the new settings.
+    """
+    check_run_kind(run_dir, kind)
+    saved = load_config(os.path.join(run_dir, "config.yaml"))
+    finished = tf.io.gfile.glob(os.path.join(run_dir, "fold*", "summary.json"))
+    merged, changes = resume_config(saved, config, training_locked=bool(finished), where=run_dir)
+    for change in changes:
+        print(f"kerastricks: resume applies {change}")
+    if (merged.tta, merged.predict.weights) != (saved.tta, saved.predict.weights):
+        for path in tf.io.gfile.glob(os.path.join(run_dir, "fold*", "oof.csv")):
+            tf.io.gfile.remove(path)
+    return merged
 
 
 def _folds(config: Config, source: Any) -> list[int]:
@@ -77,25 +114,27 @@ def _folds(config: Config, source: Any) -> list[int]:
     return list(folds)
 
 
-def _run_fold(config: Config, run_dir: str, fold: int, hardware: Any) -> dict[str, Any]:
+def _run_fold(
+    config: Config, run_dir: str, fold: int, hardware: Any, extra_records: str | None
+) -> dict[str, Any]:
     from kerastricks.train import train
 
     fold_dir = os.path.join(run_dir, f"fold{fold}")
     oof_path = os.path.join(fold_dir, "oof.csv")
     summary_path = os.path.join(fold_dir, "summary.json")
     if not tf.io.gfile.exists(summary_path):
+        fold_config = dataclasses.replace(
+            config,
+            name=f"fold{fold}",
+            output=run_dir,
+            data=dataclasses.replace(config.data, val_fold=fold, extra_records=extra_records),
+        )
         state = os.path.join(fold_dir, "checkpoints", "state.json")
         if tf.io.gfile.exists(state):
             print(f"\n==== fold {fold}: resuming {fold_dir}")
-            train(config, resume=fold_dir, hardware=hardware)
+            train(fold_config, resume=fold_dir, hardware=hardware)
         else:
             print(f"\n==== fold {fold}: training, validated on fold {fold} only")
-            fold_config = dataclasses.replace(
-                config,
-                name=f"fold{fold}",
-                output=run_dir,
-                data=dataclasses.replace(config.data, val_fold=fold),
-            )
             train(fold_config, overwrite=True, hardware=hardware)
     if not tf.io.gfile.exists(oof_path):
         _write_fold_oof(fold_dir, fold, config)
