@@ -66,8 +66,9 @@ class ModelConfig:
 
     Args:
         backbone: any tfimm model name (`kerastricks.models.list_backbones()`).
-        weights: null (random init), `pretrained` (tfimm download), or a local file
-            (`.weights.h5`, timm `.safetensors` / `.pth`) for offline use.
+        weights: null (random init), `pretrained` (tfimm download: needs timm and PyTorch,
+            which convert timm's weights), or a local file (`.weights.h5`, timm
+            `.safetensors` / `.pth`) for offline use; a `.safetensors` file needs neither.
         head: the new head.
         calibrate_bn: before the first stage, set the BatchNorm statistics from training
             batches (null: only for random init, where the initial statistics make a frozen
@@ -286,7 +287,8 @@ class Config:
     """A whole run: data, model, augmentation and training.
 
     Args:
-        name: the run's name; the run folder is `<output>/<name>/`.
+        name: the run's name; the run folder is `<output>/<name>/` (`train`),
+            `<output>/<name>-cv/` (`cv`) or `<output>/<name>-pseudo/` (`pseudo-label`).
         seed: global seed (data order, augmentation, initialisation).
         output: the folder that holds run folders.
         data: where the records are.

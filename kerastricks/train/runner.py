@@ -19,6 +19,7 @@ import tensorflow as tf
 from kerastricks._fs import write_json_atomic
 from kerastricks.config import Config, load_config, save_config
 from kerastricks.data import build_dataset
+from kerastricks.data.reader import read_errors_named
 from kerastricks.losses import make_loss, make_metrics, monitor_for
 from kerastricks.models import set_trainable
 from kerastricks.optim import set_lr_multipliers
@@ -34,6 +35,7 @@ from kerastricks.train.records import (
     summarise_run,
 )
 from kerastricks.train.resize import carry_over, needs_rebuild
+from kerastricks.train.resume import check_run_kind, resume_config, write_run_kind
 from kerastricks.train.stages import StagePlan, plan_stages, trainable_groups
 from kerastricks.train.strategy import (
     Hardware,
@@ -54,12 +56,14 @@ def train(
 
     Args:
         config: the validated run config.
-        resume: a run folder to continue (its saved config is used).
+        resume: a run folder to continue: its saved config, with the changes of `config`
+            that a resume may apply (stages not started, evaluation, output); any other
+            difference is refused (`kerastricks.train.resume`).
         overwrite: replace an existing run folder of the same name.
         hardware: an already-built strategy (the default detects one).
     """
     if resume is not None:
-        config = load_config(os.path.join(resume, "config.yaml"))
+        config = _resumed_config(config, resume)
         run_dir = resume
     else:
         run_dir = os.path.join(config.output, config.name)
@@ -75,6 +79,7 @@ def train(
     tf.keras.utils.set_random_seed(config.seed)
     if resume is None and hardware.is_chief:
         prepare_run_dir(run_dir, overwrite)
+        write_run_kind(run_dir, "train")
     write_dir = run_dir if hardware.is_chief else _worker_dir(run_dir)
     save_config(config, os.path.join(write_dir, "config.yaml"))
     print(f"kerastricks: run folder {run_dir} | {hardware.describe()} | precision={precision}")
@@ -85,6 +90,18 @@ def train(
         tf.keras.mixed_precision.set_global_policy("float32")
         if not hardware.is_chief:
             shutil.rmtree(write_dir, ignore_errors=True)
+
+
+def _resumed_config(config: Config, run_dir: str) -> Config:
+    """The saved run's config with the given config's changes that a resume may apply."""
+    check_run_kind(run_dir, "train")
+    saved = load_config(os.path.join(run_dir, "config.yaml"))
+    state = RunCheckpoint.peek(run_dir)
+    epochs_done = len(state["rows"]) if state else 0
+    config, changes = resume_config(saved, config, epochs_done=epochs_done, where=run_dir)
+    for change in changes:
+        print(f"kerastricks: resume applies {change}")
+    return config
 
 
 def _run(
@@ -157,7 +174,11 @@ def _run(
     summary["steps"] = int(parts.optimizer.iterations.numpy())
     write_json_atomic(os.path.join(run_dir, "summary.json"), summary)
     save_curves(
-        state["rows"], monitor.removeprefix("val_"), os.path.join(run_dir, "plots", "curves.png")
+        state["rows"],
+        monitor.removeprefix("val_"),
+        os.path.join(run_dir, "plots", "curves.png"),
+        schedule=parts.schedule,
+        plans=plans,
     )
     save_lr_plot(
         parts.schedule,
@@ -214,16 +235,18 @@ def _fit_stage(
             os.path.join(checkpoint.folder, "..", "tensorboard"), profile_batch=0
         ),
     ]
-    parts.model.fit(
-        train_ds,
-        epochs=plan.last_epoch,
-        initial_epoch=len(state["rows"]),
-        steps_per_epoch=plan.steps_per_epoch,
-        validation_data=val_ds,
-        validation_steps=_validation_steps(config, inputs, plan),
-        callbacks=callbacks,
-        verbose=config.train.verbose,
-    )
+    # TensorFlow's DataLossError names no file: say which records and shards to check.
+    with read_errors_named(inputs.source):
+        parts.model.fit(
+            train_ds,
+            epochs=plan.last_epoch,
+            initial_epoch=len(state["rows"]),
+            steps_per_epoch=plan.steps_per_epoch,
+            validation_data=val_ds,
+            validation_steps=_validation_steps(config, inputs, plan),
+            callbacks=callbacks,
+            verbose=config.train.verbose,
+        )
     if len(state["rows"]) < plan.last_epoch:
         raise RuntimeError(
             f"stage '{stage.name}' stopped after epoch {len(state['rows'])} of {plan.last_epoch}"

@@ -73,7 +73,8 @@ def make_cv_config(tmp_path, semi_records, **extra):
 def test_cv_writes_complete_oof_and_a_score_that_recomputes(tmp_path, semi_records):
     config = make_cv_config(tmp_path, semi_records)
     summary = cross_validate(config)
-    run_dir = os.path.join(config.output, config.name)
+    run_dir = summary["run_dir"]
+    assert run_dir == os.path.join(config.output, f"{config.name}-cv"), "not the train folder"
     oof = pd.read_csv(os.path.join(run_dir, "oof.csv"))
     assert sorted(oof["id"].astype(str)) == sorted(record_ids(semi_records["labeled"]))
     assert oof["id"].is_unique
@@ -141,7 +142,9 @@ def test_pseudo_labels_join_training_only_and_cv_stays_on_real_samples(tmp_path,
     oof0 = pd.read_csv(os.path.join(run_dir, "round0", "oof.csv"))
     oof1 = pd.read_csv(os.path.join(run_dir, "round1", "oof.csv"))
     assert sorted(oof0["id"]) == sorted(oof1["id"]) == sorted(record_ids(semi_records["labeled"]))
-    pseudo = pd.read_csv(os.path.join(run_dir, "pseudo1", "pseudo.csv"))
+    pseudo = pd.concat(
+        [pd.read_csv(os.path.join(run_dir, "pseudo1", f"fold{k}", "pseudo.csv")) for k in (0, 1)]
+    )
     assert set(pseudo["id"]) <= set(read_ids_in_file_order(semi_records["unlabeled"]))
     assert not set(pseudo["id"]) & set(oof1["id"])
 
@@ -149,7 +152,7 @@ def test_pseudo_labels_join_training_only_and_cv_stays_on_real_samples(tmp_path,
     from kerastricks.config import load_config
 
     fold_config = load_config(os.path.join(run_dir, "round1", "fold0", "config.yaml"))
-    assert fold_config.data.extra_records == os.path.join(run_dir, "pseudo1")
+    assert fold_config.data.extra_records == os.path.join(run_dir, "pseudo1", "fold0")
     inputs = preflight(fold_config)
     plan = plan_stages(inputs.stages, inputs.num_train, 16, 1)[0]
     train_ds, val_ds = _stage_datasets(fold_config, inputs, plan, detect_hardware("default"))

@@ -59,3 +59,31 @@ def test_kill_and_resume_gives_the_same_epochs_and_steps(make_config, tmp_path):
     assert summary["steps"] == 4 * 4, "the optimizer's step counter continues across the kill"
     saved = yaml.safe_load(open(os.path.join(run_dir, "config.yaml")))
     assert [s["epochs"] for s in saved["train"]["stages"]] == [2, 2]
+
+
+def test_resume_applies_the_given_config_and_refuses_what_it_cannot(make_config, tmp_path, capsys):
+    from kerastricks.cli import main
+
+    config = make_config(train={"stages": STAGES[:1], "steps_per_epoch": 2})
+    path = str(tmp_path / "run.yaml")
+    save_config(config, path)
+    run_dir = os.path.join(config.output, config.name)
+    assert main(["train", path]) == 0
+    # A finished stage cannot grow: the message says how to train more.
+    assert main(["train", path, "--resume", run_dir, "--set", "train.stages.0.epochs=3"]) == 2
+    err = capsys.readouterr().err
+    assert "train.stages.0.epochs" in err and "train.stages.1" in err
+    # An appended stage trains; the smaller batch applies to it only.
+    extra = ["--set", "train.stages.1.epochs=1", "--set", "train.stages.1.image_size=24"]
+    extra += ["--set", "train.batch_size=8", "--set", "tta.transforms=[identity,hflip]"]
+    assert main(["train", path, "--resume", run_dir, *extra]) == 0
+    out = capsys.readouterr().out
+    assert "resume applies train.batch_size: 16 -> 8" in out
+    history = pd.read_csv(os.path.join(run_dir, "history.csv"))
+    assert history["image_size"].tolist() == [16, 16, 24]
+    saved = yaml.safe_load(open(os.path.join(run_dir, "config.yaml")))
+    assert [s["batch_size"] for s in saved["train"]["stages"]] == [16, 8]
+    assert saved["tta"]["transforms"] == ["identity", "hflip"]
+    # A CV folder is not a train run.
+    assert main(["train", path, "--resume", str(tmp_path / "runs")]) == 2
+    assert "no kerastricks run there" in capsys.readouterr().err
