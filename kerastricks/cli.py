@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _check_config_paths(args, config)
             import tensorflow  # noqa: F401  (here, so that its start-up lines are held back)
         if config is not None and args.verb in _MODEL_VERBS:
-            from kerastricks.train.tools import check_pretrained_weights
+            from kerastricks.train.preflight import check_pretrained_weights
 
             check_pretrained_weights(config)
         result = args.handler(args, config)

@@ -9,6 +9,7 @@ ones.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +29,8 @@ class RunInputs:
     Args:
         source: the resolved records (`kerastricks.data.RecordSource`).
         stages: the run's explicit stages (recipes expanded).
-        num_train: records in the training folds.
+        num_train: labelled records in the training folds (they set the steps per epoch;
+            extra records are mixed in by proportion and do not add steps).
         num_val: records in the validation fold.
     """
 
@@ -52,6 +54,12 @@ def preflight(config: Config, *, holdout: bool = True) -> RunInputs:
     source = resolve_records(
         config.data.records, keys=config.data.keys, num_classes=config.data.num_classes
     )
+    check_records(source, "data.records", labeled=True)
+    if config.data.extra_records is not None:
+        extra = resolve_records(
+            config.data.extra_records, keys=config.data.keys, num_classes=source.num_classes
+        )
+        check_records(extra, "data.extra_records", labeled=True)
     per_fold = fold_counts(source)
     if holdout:
         if config.data.val_fold not in per_fold:
@@ -65,6 +73,20 @@ def preflight(config: Config, *, holdout: bool = True) -> RunInputs:
         num_val = 0
         num_train = sum(per_fold.values())
     return RunInputs(source, stages, num_train, num_val)
+
+
+def check_records(source: Any, key: str, *, labeled: bool = False) -> None:
+    """Raises a ConfigError naming `key` when a shard's size differs from its manifest's (a
+    truncated or partly copied file), or when records meant for training carry no labels."""
+    try:
+        source.check_shards()
+    except ValueError as error:
+        raise ConfigError(f"{key}: {error}") from None
+    if labeled and not source.labeled:
+        raise ConfigError(
+            f"{key}: {source.path} holds records without labels (a test set); training needs "
+            "labelled records. Use them as data.test or data.unlabeled."
+        )
 
 
 def fold_counts(source: Any) -> dict[int, int]:
@@ -115,6 +137,7 @@ def _check_names(config: Config, stages: list[StageConfig]) -> None:
         except (ValueError, KeyError, TypeError) as error:
             raise ConfigError(f"{path}: {error}") from None
     _check_fixed_size(config, stages)
+    check_pretrained_weights(config)
     weights = config.model.weights
     if weights not in (None, "pretrained") and not tf.io.gfile.exists(weights):
         raise ConfigError(f"model.weights: file not found: {weights}")
@@ -122,6 +145,46 @@ def _check_names(config: Config, stages: list[StageConfig]) -> None:
         raise ConfigError(
             f"data.records: nothing found at {config.data.records}. Write records with "
             "`tfrecords-tools write --csv FILE --out DIR --folds 5`, or set data.prepare: digits."
+        )
+
+
+def missing_pretrained_requirements(backbone: str) -> list[str]:
+    """The packages tfimm's `pretrained=True` download needs for `backbone` that are missing.
+
+    tfimm converts most weights from timm's PyTorch models (`[timm]` URLs need timm and
+    torch; `[pytorch]` URLs need torch). A local `.safetensors` file needs neither.
+    """
+    from tfimm.models.registry import model_config
+
+    from kerastricks.models.backbones import resolve_backbone_name
+
+    url = getattr(model_config(resolve_backbone_name(backbone)), "url", "") or ""
+    if url.startswith("[timm]"):
+        needed = ["timm", "torch"]
+    elif url.startswith("[pytorch]"):
+        needed = ["torch"]
+    else:
+        needed = []
+    return [name for name in needed if importlib.util.find_spec(name) is None]
+
+
+def check_pretrained_weights(config: Config) -> None:
+    """Raises a ConfigError before any model is built when `model.weights: pretrained`
+    cannot be loaded here for lack of timm or PyTorch."""
+    if config.model.weights != "pretrained":
+        return
+    try:
+        missing = missing_pretrained_requirements(config.model.backbone)
+    except ValueError:
+        return  # an unknown backbone: preflight names it under model.backbone
+    if missing:
+        shown = " and ".join({"timm": "timm", "torch": "PyTorch"}[name] for name in missing)
+        raise ConfigError(
+            f"model.weights: pretrained {config.model.backbone!r}: tfimm's pretrained download "
+            f"needs timm and PyTorch (it converts timm's weights), and {shown} "
+            f"{'is' if len(missing) == 1 else 'are'} not installed. Install them "
+            f"(pip install {' '.join(missing)}), or set model.weights to a local timm "
+            "`.safetensors` file, which needs neither."
         )
 
 

@@ -2,55 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import tensorflow as tf
 
-from kerastricks.config import Config, ConfigError, StageConfig
-from kerastricks.train.preflight import fold_counts, preflight
-
-
-def missing_pretrained_requirements(backbone: str) -> list[str]:
-    """The packages tfimm's `pretrained=True` download needs for `backbone` that are missing.
-
-    tfimm converts most weights from timm's PyTorch models (`[timm]` URLs need timm and
-    torch; `[pytorch]` URLs need torch). A local `.safetensors` file needs neither.
-    """
-    from tfimm.models.registry import model_config
-
-    from kerastricks.models.backbones import resolve_backbone_name
-
-    url = getattr(model_config(resolve_backbone_name(backbone)), "url", "") or ""
-    if url.startswith("[timm]"):
-        needed = ["timm", "torch"]
-    elif url.startswith("[pytorch]"):
-        needed = ["torch"]
-    else:
-        needed = []
-    return [name for name in needed if importlib.util.find_spec(name) is None]
-
-
-def check_pretrained_weights(config: Config) -> None:
-    """Raises a ConfigError before any model is built when `model.weights: pretrained`
-    cannot be loaded here for lack of timm or PyTorch."""
-    if config.model.weights != "pretrained":
-        return
-    try:
-        missing = missing_pretrained_requirements(config.model.backbone)
-    except ValueError:
-        return  # an unknown backbone: preflight names it under model.backbone
-    if missing:
-        shown = " and ".join({"timm": "timm", "torch": "PyTorch"}[name] for name in missing)
-        raise ConfigError(
-            f"model.weights: pretrained {config.model.backbone!r}: tfimm's pretrained download "
-            f"needs timm and PyTorch (it converts timm's weights), and {shown} "
-            f"{'is' if len(missing) == 1 else 'are'} not installed. Install them "
-            f"(pip install {' '.join(missing)}), or set model.weights to a local timm "
-            "`.safetensors` file, which needs neither."
-        )
+from kerastricks.config import Config, StageConfig
+from kerastricks.train.preflight import check_pretrained_weights, fold_counts, preflight
 
 
 def pick_stage(stages: Sequence[StageConfig], index: int) -> StageConfig:
