@@ -242,15 +242,9 @@ def _check_output_folder(output: str, run_dir: str) -> None:
 
 
 def _check_stage_index(config: Any, index: int) -> None:
-    from kerastricks.train.stages import resolve_stages
+    from kerastricks.train.stages import pick_stage, resolve_stages
 
-    stages = resolve_stages(config.train)
-    if not -len(stages) <= index < len(stages):
-        names = ", ".join(f"{i}: {stage.name}" for i, stage in enumerate(stages))
-        raise UsageError(
-            f"--stage {index}: the config has {len(stages)} stage(s) ({names}); give an index "
-            f"from 0 to {len(stages) - 1}, or -1 for the last"
-        )
+    pick_stage(resolve_stages(config.train), index)
 
 
 def _train(args: argparse.Namespace, config: Any) -> int:
@@ -281,13 +275,15 @@ def _pseudo(args: argparse.Namespace, config: Any) -> int:
 
 def _predict(args: argparse.Namespace, config: Any) -> int:
     from kerastricks.eval import predict
+    from kerastricks.train.strategy import detect_hardware
 
     records = args.records or config.data.test
     if records is None:
         raise ValueError("predict: give --records TEST or set data.test in the config")
-    result = predict(config, args.run, records, out_dir=args.out)
+    hardware = detect_hardware(config.train.strategy)
+    result = predict(config, args.run, records, out_dir=args.out, hardware=hardware)
     print(
-        f"{result['rows']} rows from {result['models']} model(s): "
+        f"{result['rows']} rows from {result['models']} model(s), in {result['order']}: "
         f"{result['predictions']}, {result['submission']}"
     )
     return 0
@@ -295,8 +291,10 @@ def _predict(args: argparse.Namespace, config: Any) -> int:
 
 def _explain(args: argparse.Namespace, config: Any) -> int:
     from kerastricks.eval.explain_run import explain_run
+    from kerastricks.train.strategy import detect_hardware
 
-    path = explain_run(config, args.run, args.out, max_images=args.images)
+    hardware = detect_hardware(config.train.strategy)
+    path = explain_run(config, args.run, args.out, max_images=args.images, hardware=hardware)
     print(f"wrote {path}")
     return 0
 

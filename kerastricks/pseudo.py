@@ -295,7 +295,9 @@ def _write_pseudo_set(
     from kerastricks.eval.predict import ensemble_predict
 
     # A fold folder predicts with its own model only; a round folder with every fold's.
-    result = ensemble_predict(predictor, unlabeled, config.predict.weights)
+    result = ensemble_predict(
+        predictor, unlabeled, config.predict.weights, hardware=hardware, tta=config.tta
+    )
     chosen = select_confident(
         result["tta"],
         threshold=None if config.pseudo.top_k else config.pseudo.threshold,
@@ -352,7 +354,7 @@ def record_ids(
 def _has_labels(source: Any, result: dict[str, Any]) -> bool:
     # The unlabelled records may carry their true labels (the demo hides them from
     # training); only then is the pseudo-labels' accuracy reported.
-    if not getattr(source, "labeled", True):
+    if not source.labeled:
         return False
     targets = result["targets"]
     return bool(targets.size) and bool(np.allclose(targets.sum(axis=1), 1.0))

@@ -250,12 +250,16 @@ class PredictConfig:
         target_column: name of the prediction column in the submission.
         target: what the submission holds: `class_name`, `index` or `probabilities`
             (one column per class).
+        sample_submission: a CSV whose `id_column` gives the order of the submission's rows
+            (every id must be predicted); null: the order of the CSV the test records were
+            written from (their `folds.csv`), else the records' order.
     """
 
     weights: str = "best"
     id_column: str = "id"
     target_column: str = "label"
     target: str = "class_name"
+    sample_submission: str | None = None
 
 
 @dataclass

@@ -137,23 +137,27 @@ def _run_fold(
             print(f"\n==== fold {fold}: training, validated on fold {fold} only")
             train(fold_config, overwrite=True, hardware=hardware)
     if not tf.io.gfile.exists(oof_path):
-        _write_fold_oof(fold_dir, fold, config)
+        _write_fold_oof(fold_dir, fold, config, hardware)
     frame = pd.read_csv(tf.io.gfile.GFile(oof_path))
     fold_summary = read_json(summary_path)
     return {"fold": fold, "oof": frame, "summary": fold_summary}
 
 
-def _write_fold_oof(fold_dir: str, fold: int, config: Config) -> None:
+def _write_fold_oof(fold_dir: str, fold: int, config: Config, hardware: Any) -> None:
+    """Predicts the fold's held-out records on the run's device, with the CV run's TTA
+    (which a resume may have changed after the fold trained)."""
     from kerastricks.data import resolve_records
 
-    model, fold_config = load_trained_model(fold_dir, config.predict.weights)
+    model, fold_config = load_trained_model(fold_dir, config.predict.weights, hardware=hardware)
     task = read_json(os.path.join(fold_dir, "summary.json"))["task"]
     source = resolve_records(
         fold_config.data.records,
         keys=fold_config.data.keys,
         num_classes=fold_config.data.num_classes,
     )
-    result = predict_records(model, fold_config, source, task, folds=[fold])
+    result = predict_records(
+        model, fold_config, source, task, folds=[fold], hardware=hardware, tta=config.tta
+    )
     frame = oof_frame(result, fold, task, list(source.class_names))
     write_text_atomic(os.path.join(fold_dir, "oof.csv"), frame.to_csv(index=False))
     tf.keras.backend.clear_session()

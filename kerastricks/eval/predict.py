@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -9,8 +10,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from kerastricks._fs import write_text_atomic
-from kerastricks.config import Config, load_config
+from kerastricks._fs import read_json, write_text_atomic
+from kerastricks.config import Config, TTAConfig, load_config
 from kerastricks.eval.distributed import global_batch_size, prediction_strategy
 from kerastricks.eval.tta import predict_tta
 from kerastricks.train.strategy import Hardware, resolve_jit_compile
@@ -39,9 +40,8 @@ def fold_run_dirs(run_dir: str) -> list[str]:
 def load_trained_model(
     model_dir: str, weights: str = "best", *, hardware: Hardware | None = None
 ) -> tuple[tf.keras.Model, Config]:
-    """Rebuilds a run's classifier from its saved config and loads its weights, under the
-    strategy that will predict with it (`hardware`; None: the current strategy)."""
-    from kerastricks.data import resolve_records
+    """Rebuilds a run's classifier from its run folder alone (config, summary, weights), under
+    the strategy that will predict with it (`hardware`; None: the current strategy)."""
     from kerastricks.train.build import build_model
 
     if weights not in WEIGHT_FILES:
@@ -50,15 +50,36 @@ def load_trained_model(
     path = os.path.join(model_dir, "checkpoints", WEIGHT_FILES[weights])
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"{path} is missing: the run in {model_dir} did not finish")
-    source = resolve_records(
-        config.data.records, keys=config.data.keys, num_classes=config.data.num_classes
+    labels = run_labels(model_dir)
+    # The checkpoint replaces every weight: no pretrained download or weight file is needed.
+    build_config = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, weights=None)
     )
     # Variables created in the scope live on every replica (TPU cores), so the forward pass
     # runs there instead of on the host CPU.
     with prediction_strategy(hardware).scope():
-        model = build_model(config, source.num_classes, final_image_size(config))
+        model = build_model(build_config, labels["num_classes"], final_image_size(config))
         model.load_weights(path)
     return model, config
+
+
+def run_labels(model_dir: str) -> dict[str, Any]:
+    """The task, class count and class names a run was trained with, from its run folder
+    (`summary.json`); runs written before these were saved read their training records."""
+    from kerastricks.data import resolve_records
+
+    summary = read_json(os.path.join(model_dir, "summary.json"))
+    if "num_classes" in summary:
+        return {k: summary[k] for k in ("task", "num_classes", "class_names")}
+    config = load_config(os.path.join(model_dir, "config.yaml"))
+    source = resolve_records(
+        config.data.records, keys=config.data.keys, num_classes=config.data.num_classes
+    )
+    return {
+        "task": summary["task"],
+        "num_classes": source.num_classes,
+        "class_names": list(source.class_names),
+    }
 
 
 def final_image_size(config: Config) -> int:
@@ -81,6 +102,7 @@ def predict_records(
     batch_size: int | None = None,
     hardware: Hardware | None = None,
     verbose: int | None = None,
+    tta: TTAConfig | None = None,
 ) -> dict[str, np.ndarray]:
     """Plain and TTA probabilities, targets and ids of `records` (all, or some folds).
 
@@ -94,13 +116,23 @@ def predict_records(
             the replicas in sync.
         hardware: the strategy to predict under (None: the one `model` was built under).
         verbose: 0 silent, 1 a progress bar over batches (None: `config.train.verbose`).
+        tta: the TTA to predict with (None: `config.tta`); prediction settings come from the
+            command, the model and its preprocessing from the run.
     """
     from kerastricks.data import build_dataset, resolve_records
 
     # A model knows the strategy it was built under: without `hardware`, predict under it.
     strategy = model.distribute_strategy if hardware is None else prediction_strategy(hardware)
     global_batch = global_batch_size(batch_size or final_batch_size(config), strategy)
-    source = resolve_records(records, keys=config.data.keys, num_classes=model.output_shape[-1])
+    num_classes = model.output_shape[-1]
+    source = resolve_records(records, keys=config.data.keys, num_classes=num_classes)
+    if source.labeled and source.num_classes > num_classes:
+        raise ValueError(
+            f"{source.path}: these records have {source.num_classes} classes, the model was "
+            f"trained for {num_classes}. Predict records of the same classes (or records "
+            "written without labels)."
+        )
+    tta = tta or config.tta
     dataset = build_dataset(
         source,
         image_size=final_image_size(config),
@@ -116,9 +148,9 @@ def predict_records(
     return predict_tta(
         model,
         dataset,
-        config.tta.transforms,
+        tta.transforms,
         task,
-        config.tta.beta,
+        tta.beta,
         strategy=strategy,
         batch_size=global_batch,
         steps=None if count is None else -(-count // global_batch),
@@ -143,11 +175,13 @@ def ensemble_predict(
     *,
     hardware: Hardware | None = None,
     verbose: int | None = None,
+    tta: TTAConfig | None = None,
 ) -> dict[str, Any]:
     """Averages the probabilities of every fold model of a run over `records` (a resolved
-    record source), with each model's TTA; each model is built and run under `hardware`'s
-    strategy (None: the current one). `batch_size` is per replica, as in `predict_records`."""
-    plain, tta = [], []
+    record source), with `tta` (None: each model's own); each model is built and run under
+    `hardware`'s strategy (None: the current one). `batch_size` is per replica, as in
+    `predict_records`. A fold folder predicts with its own model only."""
+    plain, blended = [], []
     result: dict[str, Any] = {}
     for model_dir in fold_run_dirs(run_dir):
         model, config = load_trained_model(model_dir, weights, hardware=hardware)
@@ -159,22 +193,20 @@ def ensemble_predict(
             batch_size=batch_size,
             hardware=hardware,
             verbose=verbose,
+            tta=tta,
         )
         plain.append(result["plain"])
-        tta.append(result["tta"])
+        blended.append(result["tta"])
         result["config"] = config
         tf.keras.backend.clear_session()
     result["plain"] = np.mean(plain, axis=0)
-    result["tta"] = np.mean(tta, axis=0)
+    result["tta"] = np.mean(blended, axis=0)
     result["models"] = len(plain)
     return result
 
 
 def _task_of(model_dir: str) -> str:
-    import json
-
-    with tf.io.gfile.GFile(os.path.join(model_dir, "summary.json")) as f:
-        return json.load(f)["task"]
+    return read_json(os.path.join(model_dir, "summary.json"))["task"]
 
 
 def probability_columns(class_names: list[str], num_outputs: int) -> list[str]:
@@ -230,36 +262,89 @@ def predict(
 ) -> dict:
     """`kerastricks predict`: fold ensemble + TTA over `records`; writes the two CSV files.
 
-    Every model predicts under `hardware`'s strategy (None: the current one), with a
-    progress bar unless `config.train.verbose` is 0.
+    The models, their classes and preprocessing come from the run folder alone; TTA,
+    weights, keys and the submission's format from `config`. Rows follow
+    `predict.sample_submission`, else the CSV the records were written from. Every model
+    predicts under `hardware`'s strategy (None: the current one), with a progress bar unless
+    `config.train.verbose` is 0.
     """
     from kerastricks.data import resolve_records
 
-    source = resolve_records(records, keys=config.data.keys, num_classes=config.data.num_classes)
+    labels = run_labels(fold_run_dirs(run_dir)[0])
+    source = resolve_records(records, keys=config.data.keys, num_classes=labels["num_classes"])
+    unknown = sorted(set(source.class_names) - set(labels["class_names"]))
+    if source.labeled and labels["class_names"] and unknown:
+        raise ValueError(
+            f"{records}: these records are labelled with classes {unknown} that the run in "
+            f"{run_dir} never trained on (trained on {labels['class_names']}). Predict records "
+            "of the run's classes, or records written without labels."
+        )
     result = ensemble_predict(
         run_dir,
         source,
         config.predict.weights,
         hardware=hardware,
         verbose=config.train.verbose,
+        tta=config.tta,
     )
-    task = _task_of(fold_run_dirs(run_dir)[0])
-    train_source = resolve_records(
-        result["config"].data.records,
-        keys=result["config"].data.keys,
-        num_classes=result["config"].data.num_classes,
+    order, how = submission_order(
+        result["ids"], source, config.predict.sample_submission, config.predict.id_column
     )
     paths = write_prediction_files(
         out_dir or run_dir,
-        result["ids"],
-        result["tta"],
-        list(train_source.class_names),
+        result["ids"][order],
+        result["tta"][order],
+        labels["class_names"],
         config,
-        task,
+        labels["task"],
     )
     return {
         "predictions": paths[0],
         "submission": paths[1],
         "models": result["models"],
         "rows": len(result["ids"]),
+        "order": how,
     }
+
+
+def submission_order(
+    ids: np.ndarray, source: Any, sample_submission: str | None = None, id_column: str = "id"
+) -> tuple[np.ndarray, str]:
+    """The row order of the prediction files, as indices into `ids`, and what it follows:
+    the `sample_submission` CSV's `id_column`, else the `folds.csv` of the records (the order
+    of the CSV they were written from), else the records' own order."""
+    position = {str(sample_id): i for i, sample_id in enumerate(ids)}
+    if sample_submission is not None:
+        wanted = _id_column(sample_submission, id_column, "predict.sample_submission")
+        how = f"the order of {sample_submission}"
+    else:
+        folds_csv = os.path.join(os.path.dirname(source.files[0]), "folds.csv")
+        if source.manifest is None or not tf.io.gfile.exists(folds_csv):
+            return np.arange(len(ids)), "the order of the records"
+        wanted = _id_column(folds_csv, "id", "folds.csv")
+        how = f"the order of the CSV {source.path} was written from"
+    missing = [i for i in wanted if i not in position]
+    extra = sorted(set(position) - set(wanted))
+    if missing or extra or len(wanted) != len(position):
+        raise ValueError(
+            f"{how.removeprefix('the order of ')}: its ids and the predicted records' differ "
+            f"({len(missing)} not predicted, e.g. {missing[:3]}; {len(extra)} predicted but "
+            f"not listed, e.g. {extra[:3]}; {len(wanted)} rows for {len(position)} records)."
+        )
+    return np.array([position[i] for i in wanted], dtype=np.int64), how
+
+
+def _id_column(path: str, column: str, what: str) -> list[str]:
+    """A CSV's id column as strings, in file order; errors name the file and the column."""
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"{what}: {path} not found")
+    with tf.io.gfile.GFile(path) as f:
+        frame = pd.read_csv(f, dtype=str, keep_default_na=False)
+    if column not in frame.columns:
+        raise ValueError(
+            f"{what}: {path} has no column {column!r} (columns: {list(frame.columns)}); set "
+            "predict.id_column to its id column"
+        )
+    if frame.empty:
+        raise ValueError(f"{what}: {path} has no rows")
+    return frame[column].tolist()

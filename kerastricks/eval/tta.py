@@ -9,14 +9,12 @@ batch over the replicas of the model's strategy (TPU cores, GPUs).
 
 from __future__ import annotations
 
-import difflib
-import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-_SCALE = re.compile(r"^scale(\d+(?:\.\d+)?)$")
+from kerastricks.config.names import TTA_TRANSFORMS, check_tta_transform, tta_scale_factor
 
 
 def _rotate(k: int) -> Callable[[tf.Tensor], tf.Tensor]:
@@ -31,28 +29,22 @@ TRANSFORMS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
     "rot180": _rotate(2),
     "rot270": _rotate(3),
 }
+# The names live in kerastricks.config.names, where the config checks them without TensorFlow.
+assert tuple(TRANSFORMS) == TTA_TRANSFORMS
 
 
 def list_tta_transforms() -> list[str]:
     """Names accepted in `tta.transforms` (plus `scale<F>`, e.g. `scale1.15`)."""
-    return [*TRANSFORMS, "scale<factor>"]
+    return [*TTA_TRANSFORMS, "scale<factor>"]
 
 
 def get_tta_transform(name: str) -> Callable[[tf.Tensor], tf.Tensor]:
     """The batch transform for a name; `scaleF` zooms in by F (centre crop, resize back)."""
+    check_tta_transform(name)
     if name in TRANSFORMS:
         return TRANSFORMS[name]
-    match = _SCALE.match(name)
-    if match:
-        factor = float(match.group(1))
-        if factor <= 0:
-            raise ValueError(f"TTA transform {name!r}: the scale factor must be > 0")
-        return lambda images: _zoom(images, factor)
-    close = difflib.get_close_matches(name, list(TRANSFORMS), n=3)
-    raise ValueError(
-        f"unknown TTA transform {name!r}; closest: {close or list(TRANSFORMS)}. "
-        f"Known: {list_tta_transforms()}"
-    )
+    factor = tta_scale_factor(name)
+    return lambda images: _zoom(images, factor)
 
 
 def _zoom(images: tf.Tensor, factor: float) -> tf.Tensor:

@@ -260,7 +260,12 @@ def summarise_run(
         )
     summary: dict[str, Any] = {
         "name": config.name,
+        # What inference needs without the training records (a Kaggle inference notebook
+        # has the run folder and the test images only).
         "task": inputs.source.task,
+        "num_classes": inputs.source.num_classes,
+        "class_names": list(inputs.source.class_names),
+        "image_size": plans[-1].stage.image_size,
         "monitor": name,
         "best": best[name] if best else None,
         "best_epoch": best["epoch"] if best else None,

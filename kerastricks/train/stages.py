@@ -8,6 +8,7 @@ trained at growing image sizes.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kerastricks.config import RecipeConfig, StageConfig, TrainConfig
@@ -100,6 +101,17 @@ def resolve_stages(train: TrainConfig) -> list[StageConfig]:
         name = stage.name or f"stage{i + 1}"
         resolved.append(dataclasses.replace(stage, name=name))
     return resolved
+
+
+def pick_stage(stages: Sequence[StageConfig], index: int) -> StageConfig:
+    """The stage at `index` (negative counts from the end); a ValueError names the range."""
+    if not -len(stages) <= index < len(stages):
+        names = ", ".join(f"{i}: {stage.name}" for i, stage in enumerate(stages))
+        raise ValueError(
+            f"--stage {index}: the config has {len(stages)} stage(s) ({names}); give an index "
+            f"from 0 to {len(stages) - 1}, or -1 for the last"
+        )
+    return stages[index]
 
 
 @dataclass

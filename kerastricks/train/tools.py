@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from typing import Any
 
 import tensorflow as tf
 
-from kerastricks.config import Config, StageConfig
+from kerastricks.config import Config
 from kerastricks.train.preflight import check_pretrained_weights, fold_counts, preflight
-
-
-def pick_stage(stages: Sequence[StageConfig], index: int) -> StageConfig:
-    """The stage at `index` (negative counts from the end); a ValueError names the range."""
-    if not -len(stages) <= index < len(stages):
-        names = ", ".join(f"{i}: {stage.name}" for i, stage in enumerate(stages))
-        raise ValueError(
-            f"--stage {index}: the config has {len(stages)} stage(s) ({names}); give an index "
-            f"from 0 to {len(stages) - 1}, or -1 for the last"
-        )
-    return stages[index]
+from kerastricks.train.stages import pick_stage
 
 
 def show_batch_for_config(config: Config, out: str, stage: int = -1) -> str:

@@ -102,13 +102,14 @@ def test_cv_writes_complete_oof_and_a_score_that_recomputes(tmp_path, semi_recor
     assert again["cv_score"] == pytest.approx(saved["cv_score"])
     assert os.path.exists(os.path.join(run_dir, "oof.csv"))
 
-    # Prediction: fold ensemble + TTA, one row per record, in record order.
+    # Prediction: fold ensemble + TTA, one row per record, in the order of the written CSV.
     result = predict(config, run_dir, semi_records["unlabeled"], out_dir=str(tmp_path / "pred"))
     assert result["models"] == 2
     predictions = pd.read_csv(result["predictions"])
     submission = pd.read_csv(result["submission"])
-    assert predictions["id"].astype(str).tolist() == read_ids_in_file_order(
-        semi_records["unlabeled"]
+    assert predictions["id"].astype(str).tolist() == record_ids(semi_records["unlabeled"])
+    assert sorted(record_ids(semi_records["unlabeled"])) == sorted(
+        read_ids_in_file_order(semi_records["unlabeled"])
     )
     assert predictions.shape == (60, 11)
     np.testing.assert_allclose(predictions.filter(like="p_").sum(axis=1), 1.0, rtol=1e-5)
