@@ -216,3 +216,58 @@ def test_score_predictions_leaves_out_single_class_labels_with_a_warning():
         assert score_predictions("multi_label", targets, probs) == ("auc", 1.0)
     with pytest.raises(ValueError, match="same number of rows"):
         score_predictions("single_label", [0, 1, 1], probs[:2])
+
+
+def _tfa_sigmoid_focal(y_true, y_pred, alpha=0.25, gamma=2.0, from_logits=False):
+    """tfa's `sigmoid_focal_crossentropy` in numpy, line for line from tensorflow/addons
+    tensorflow_addons/losses/focal_loss.py (commit 97ba909, the last before end-of-life):
+    ce = K.binary_crossentropy (probabilities clipped to [1e-7, 1 - 1e-7], +1e-7 in the
+    logs), p_t = y p + (1 - y)(1 - p), alpha_factor = y a + (1 - y)(1 - a) only `if alpha`,
+    modulating = (1 - p_t)^gamma only `if gamma`, then reduce_sum over the last axis."""
+    y = np.asarray(y_true, np.float64)
+    x = np.asarray(y_pred, np.float64)
+    if from_logits:
+        ce = np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x)))
+        p = 1.0 / (1.0 + np.exp(-x))
+    else:
+        p = x
+        clipped = np.clip(p, 1e-7, 1 - 1e-7)
+        ce = -(y * np.log(clipped + 1e-7) + (1 - y) * np.log(1 - clipped + 1e-7))
+    p_t = y * p + (1 - y) * (1 - p)
+    alpha_factor = y * alpha + (1 - y) * (1 - alpha) if alpha else 1.0
+    modulating = (1.0 - p_t) ** gamma if gamma else 1.0
+    return np.sum(alpha_factor * modulating * ce, axis=-1)
+
+
+def test_tfa_focal_reference_reproduces_tfa_documented_example():
+    # The Usage block of tfa's SigmoidFocalCrossEntropy docstring (same file and commit).
+    got = _tfa_sigmoid_focal([[1.0], [1.0], [0.0]], [[0.97], [0.91], [0.03]])
+    np.testing.assert_allclose(got, [6.8532745e-06, 1.9097870e-04, 2.0559824e-05], rtol=1e-5)
+
+
+@pytest.mark.parametrize("from_logits", [False, True], ids=["probabilities", "logits"])
+@pytest.mark.parametrize("alpha", [0.25, 0.6, None])
+def test_readme_recipe_gives_tfa_sigmoid_focal_values(alpha, from_logits):
+    # README, "Moving from tensorflow-addons": num_labels * Keras' BinaryFocalCrossentropy
+    # with apply_class_balancing=(alpha given) and reduction="none".
+    rng = np.random.default_rng(0)
+    labels = (rng.random((6, 4)) < 0.4).astype("float32")
+    logits = rng.normal(size=(6, 4)).astype("float32") * 2.0
+    y_pred = logits if from_logits else 1.0 / (1.0 + np.exp(-logits))
+    want = _tfa_sigmoid_focal(labels, y_pred, alpha=alpha, gamma=1.5, from_logits=from_logits)
+    keras_loss = tf.keras.losses.BinaryFocalCrossentropy(
+        apply_class_balancing=alpha is not None,
+        alpha=0.25 if alpha is None else alpha,
+        gamma=1.5,
+        from_logits=from_logits,
+        reduction="none",
+    )
+    got = labels.shape[-1] * keras_loss(labels, y_pred).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    # Keras' defaults alone (no class balancing, a mean over labels) are not tfa's numbers.
+    plain = tf.keras.losses.BinaryFocalCrossentropy(gamma=1.5, from_logits=from_logits)
+    assert abs(float(plain(labels, y_pred)) - want.mean()) > 0.1 * want.mean()
+    # `train.loss: focal` (multi-label) is tfa's per-sample value / num_labels, batch mean.
+    if from_logits:
+        ours = make_loss("multi_label", focal_gamma=1.5, focal_alpha=alpha)
+        assert _value(ours, labels, logits) == pytest.approx(want.mean() / 4, rel=1e-5)

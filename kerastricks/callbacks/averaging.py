@@ -66,6 +66,13 @@ def update_bn(model: tf.keras.Model, dataset: tf.data.Dataset, steps: int | None
     the statistics the layer computes in training mode. No other weight changes. Frozen
     BatchNorm layers run in inference mode in tf_keras and keep their statistics.
 
+    The variance is the one tf_keras's BatchNorm feeds its moving variance, which is not
+    always torch's. On 4-D inputs (conv nets; `layer.fused` is True) the fused kernel applies
+    Bessel's correction, so `moving_variance` is the mean over batches of the unbiased batch
+    variance, as with torch's `update_bn`. Unfused layers (2-D inputs: an MLP's BatchNorm;
+    3-D: tokens) use the biased variance: `(n - 1) / n` times torch's for `n` values per
+    feature and batch (7/8 for a 2-D BatchNorm with batches of 8).
+
     Example:
 
     ```python

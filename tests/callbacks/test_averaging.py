@@ -183,6 +183,25 @@ def test_update_bn_sets_the_data_mean_and_touches_nothing_else():
         update_bn(model, dataset.repeat())
 
 
+@pytest.mark.parametrize("shape", [(5,), (3, 3, 2)], ids=["dense_2d", "conv_4d"])
+def test_update_bn_variance_is_biased_on_2d_and_unbiased_like_torch_on_conv(shape):
+    rng = np.random.default_rng(1)
+    x = (rng.normal(size=(16, *shape)) * 2.0 + 1.0).astype("float32")
+    model = tf.keras.Sequential([tf.keras.layers.BatchNormalization(name="bn")])
+    model.build((None, *shape))
+    assert update_bn(model, tf.data.Dataset.from_tensor_slices(x).batch(4)) == 4
+    channels = shape[-1]
+    batches = [x[i : i + 4].reshape(-1, channels) for i in range(0, 16, 4)]
+    # torch's update_bn: equal-weight mean of each batch's unbiased (ddof=1) variance.
+    unbiased = np.mean([b.var(axis=0, ddof=1) for b in batches], axis=0)
+    biased = np.mean([b.var(axis=0) for b in batches], axis=0)
+    n = batches[0].shape[0]  # values per feature and batch: 4 (2-D), 36 (4-D)
+    np.testing.assert_allclose(biased, unbiased * (n - 1) / n, rtol=1e-6)
+    got = model.get_layer("bn").moving_variance.numpy()
+    np.testing.assert_allclose(got, biased if len(shape) == 1 else unbiased, rtol=1e-5)
+    assert np.abs(got - (unbiased if len(shape) == 1 else biased)).min() > 1e-2
+
+
 def test_swa_recomputes_bn_for_the_average():
     model = _model(batch_norm=True)
     model.compile(optimizer=tf.keras.optimizers.SGD(0.05), loss="mse")

@@ -32,7 +32,15 @@ def _conv_bn_model():
     return model
 
 
-@pytest.mark.parametrize("name", ["adamw", "lookahead_adamw", "adamw_multipliers"])
+# With zero gradients one step is decay alone: w * (1 - lr * wd) for AdamW and for RAdam
+# (its first step is SGD with momentum, m = 0, plus tfa's `wd * w`); LAMB's update is
+# `wd * w` rescaled by the trust ratio ||w|| / ||wd * w|| = 1 / wd, so w * (1 - lr).
+DECAY_FACTOR = {"lamb": 1 - 0.1}
+
+
+@pytest.mark.parametrize(
+    "name", ["adamw", "lookahead_adamw", "adamw_multipliers", "radam", "lamb", "ranger"]
+)
 def test_decay_skips_biases_and_norms(name):
     model = _conv_bn_model()
     if name == "adamw_multipliers":
@@ -49,7 +57,8 @@ def test_decay_skips_biases_and_norms(name):
         if variable.shape.rank <= 1:
             np.testing.assert_array_equal(variable.numpy(), old, err_msg=variable.name)
         else:
-            np.testing.assert_allclose(variable.numpy(), old * (1 - 0.1 * 0.5), rtol=1e-6)
+            factor = DECAY_FACTOR.get(name, 1 - 0.1 * 0.5)
+            np.testing.assert_allclose(variable.numpy(), old * factor, rtol=1e-6)
             decayed += 1
     assert decayed == 2  # conv and head kernels; 4 one-dimensional variables kept
 
