@@ -6,10 +6,14 @@ round 1: the same folds plus confident pseudo-labels of the unlabelled 60%, each
 the round-0 model that never saw its labels), then predicts the held-out 20% test split with
 each round's fold ensemble (+TTA). The data split is the same for every seed (written with
 seed 42); the seed changes the initialisation, the input order and the augmentation, with
-`data.deterministic: true`. Prints one row per seed and round, then the mean and range per
-round; the last line is one JSON object.
+`data.deterministic: true`. With `--modes per_fold pooled`, the pooled (leaky) round 1 is
+trained from a copy of the same round-0 models, so the two modes differ only in who labels
+fold k's pseudo-labels. `--reuse` keeps finished runs and only scores them on the test split.
+Prints one row per seed, mode and round, then the mean and range per mode and round; the last
+line is one JSON object.
 
-    python benchmarks/pseudo_digits.py [--seeds 42 43 44] [--set key.path=value ...]
+    python benchmarks/pseudo_digits.py [--seeds 42 43 44] [--modes per_fold pooled] [--reuse]
+        [--set key.path=value ...]
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 
 import pandas as pd
 
@@ -47,24 +52,50 @@ def test_accuracy(config, round_dir: str) -> float:
     return float((predicted == expected).mean())
 
 
-def run_seed(seed: int, overrides: list[str]) -> list[dict]:
-    """Both rounds of one seed, with each round's test accuracy."""
-    config = load_config(
-        CONFIG,
-        [f"seed={seed}", f"name=digits_pseudo_s{seed}", "data.deterministic=true", *overrides],
-    )
-    report = pseudo_label_rounds(config, overwrite=True)
+def run_seed(seed: int, modes: list[str], overrides: list[str], reuse: bool) -> list[dict]:
+    """Every round of one seed in each mode, with each round's test accuracy; the modes
+    after the first start from a copy of the first mode's round 0."""
     rows = []
-    for row in report["rounds"]:
-        round_dir = os.path.join(report["run_dir"], f"round{row['round']}")
-        rows.append({"seed": seed, **row, "test_accuracy": test_accuracy(config, round_dir)})
+    first_dir = None
+    for mode in modes:
+        config = load_config(
+            CONFIG,
+            [
+                f"seed={seed}",
+                f"name=digits_pseudo_s{seed}_{mode}",
+                "data.deterministic=true",
+                f"pseudo.mode={mode}",
+                *overrides,
+            ],
+        )
+        run_dir = os.path.join(config.output, f"{config.name}-pseudo")
+        if reuse and os.path.exists(os.path.join(run_dir, "rounds.csv")):
+            rounds = pd.read_csv(os.path.join(run_dir, "rounds.csv")).to_dict(orient="records")
+        elif first_dir is None:
+            rounds = pseudo_label_rounds(config, overwrite=True)["rounds"]
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            shutil.copytree(first_dir, run_dir, ignore=_later_rounds)
+            rounds = pseudo_label_rounds(config, resume=run_dir)["rounds"]
+        first_dir = first_dir or run_dir
+        for row in rounds:
+            round_dir = os.path.join(run_dir, f"round{row['round']}")
+            accuracy = test_accuracy(config, round_dir)
+            rows.append({"seed": seed, "mode": mode, **row, "test_accuracy": accuracy})
     return rows
+
+
+def _later_rounds(folder: str, names: list[str]) -> list[str]:
+    """What a copied run leaves out: everything after round 0."""
+    return [n for n in names if n.startswith(("pseudo", "round")) and n != "round0"] + [
+        n for n in names if n in ("rounds.csv", "test")
+    ]
 
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
     """Mean, min and max per round of the CV scores, test accuracy and pseudo-label counts."""
     columns = ["cv_score", "cv_score_plain", "test_accuracy", "pseudo_added", "pseudo_accuracy"]
-    stats = table.groupby("round")[columns].agg(["mean", "min", "max"])
+    stats = table.groupby(["mode", "round"])[columns].agg(["mean", "min", "max"])
     stats.columns = [f"{name}_{stat}" for name, stat in stats.columns]
     return stats.reset_index()
 
@@ -72,11 +103,15 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    parser.add_argument("--modes", nargs="+", default=["per_fold", "pooled"])
+    parser.add_argument("--reuse", action="store_true", help="score finished runs again")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     records = load_config(CONFIG).data.records
     prepare_digits_semi(os.path.dirname(os.path.abspath(records)), seed=DATA_SEED)
-    rows = [row for seed in args.seeds for row in run_seed(seed, args.overrides)]
+    rows = [
+        row for seed in args.seeds for row in run_seed(seed, args.modes, args.overrides, args.reuse)
+    ]
     table = pd.DataFrame(rows)
     stats = summarise(table)
     print(table.to_string(index=False))
