@@ -72,15 +72,58 @@ def test_folds_and_repeat(records):
     assert sum(1 for _ in infinite.take(7)) == 7  # 8 records, repeated
 
 
+def _epoch_by_id(dataset):
+    """One pass of a `with_weights` training dataset whose weight is the record's index."""
+    out = {}
+    for images, _, weights in dataset:
+        out.update(zip(weights.numpy().astype(int).tolist(), images.numpy(), strict=True))
+    return out
+
+
 @pytest.mark.parametrize("cache", [True, "file"])
-def test_cache_before_random_steps(records, tmp_path, cache):
-    cache = str(tmp_path / "cache") if cache == "file" else cache
-    for resize in ("squash", "random_resized_crop"):
-        dataset = build_dataset(records, 16, 8, True, seed=1, cache=cache, resize=resize)
-        a, b = [batch[0].numpy() for batch in dataset.take(2)]
-        assert a.shape == (8, 16, 16, 3) and np.abs(a - b).mean() > 1.0
-    plain = build_dataset(records, 16, 24, False)
-    cached = build_dataset(records, 16, 24, False, cache=cache if cache is True else cache + "e")
+def test_cache_before_random_steps(kt, tmp_path, cache):
+    # The weight of record i is i: it names the record in a (shuffled) training batch.
+    count = 24
+    labels, folds = [[i % 3] for i in range(count)], [i % 3 for i in range(count)]
+    ids = [{"weight": float(i)} for i in range(count)]
+    folder = str(tmp_path / "records")
+    black = [np.zeros((48, 48, 3), np.uint8)] * count
+    flip = [{"name": "RandomFlip", "mode": "horizontal"}]
+    for resize, augment in (("squash", flip), ("random_resized_crop", None)):
+        kt.write_our_records(folder, kt.sample_images(count), labels, folds, extra=ids)
+        dataset = build_dataset(
+            folder,
+            16,
+            8,
+            True,
+            augment,
+            seed=1,
+            cache=str(tmp_path / "cache") if cache == "file" else cache,
+            resize=resize,
+            repeat=False,
+            with_weights=True,
+        )
+        first = _epoch_by_id(dataset)
+        # The files now hold black images: the second epoch sees the photos only if it
+        # reads the decoded images from the cache.
+        kt.write_our_records(folder, black, labels, folds, extra=ids)
+        second = _epoch_by_id(dataset)
+        assert sorted(first) == sorted(second) == list(range(count))
+        assert min(second[i].max() for i in range(count)) > 20.0
+        if resize == "squash":
+            # The same decoded image each epoch; the flip after the cache is drawn anew.
+            same = [np.abs(second[i] - first[i]).max() < 1e-3 for i in range(count)]
+            mirror = [np.abs(second[i] - first[i][:, ::-1]).max() < 1e-3 for i in range(count)]
+            assert all(s or m for s, m in zip(same, mirror, strict=True))
+            assert 4 <= sum(mirror) and 4 <= sum(same)
+        else:
+            # The crop is taken after the cache: another crop of each image each epoch.
+            assert min(np.abs(second[i] - first[i]).mean() for i in range(count)) > 1.0
+    kt.write_our_records(folder, kt.sample_images(count), labels, folds, extra=ids)
+    plain = build_dataset(folder, 16, 24, False)
+    cached = build_dataset(
+        folder, 16, 24, False, cache=True if cache is True else str(tmp_path / "e")
+    )
     # uint8 cache: pixels rounded to integers, nothing else
     np.testing.assert_allclose(_first(plain)[0], _first(cached)[0], atol=0.5)
 

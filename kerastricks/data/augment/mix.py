@@ -14,25 +14,37 @@ def sample_beta(alpha: float, seed: tf.Tensor) -> tf.Tensor:
     return tf.cast(lam, tf.float32)
 
 
-def cutmix_mask(height: int, width: int, lam: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+def cutmix_box(
+    height: int, width: int, lam: tf.Tensor, cy: tf.Tensor, cx: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """timm's `rand_bbox` around a given centre: `(y0, y1, x0, x1)`, ends exclusive.
+
+    The sides are `int(size * sqrt(1 - lam))`, the box spans `centre - cut // 2` to
+    `centre + (cut + 1) // 2` (timm 1.0.31: an odd side keeps its full length) and is
+    clipped to the image, so the area actually pasted can be smaller than `1 - lam`.
+    """
+    ratio = tf.sqrt(1.0 - tf.cast(lam, tf.float32))
+    cut_h = tf.cast(height * ratio, tf.int32)  # truncation, as timm's int()
+    cut_w = tf.cast(width * ratio, tf.int32)
+    cy = tf.cast(cy, tf.int32)
+    cx = tf.cast(cx, tf.int32)
+    y0 = tf.clip_by_value(cy - cut_h // 2, 0, height)
+    y1 = tf.clip_by_value(cy + (cut_h + 1) // 2, 0, height)
+    x0 = tf.clip_by_value(cx - cut_w // 2, 0, width)
+    x1 = tf.clip_by_value(cx + (cut_w + 1) // 2, 0, width)
+    return y0, y1, x0, x1
+
+
+def cutmix_mask(
+    height: int, width: int, lam: tf.Tensor, seed: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
     """Box mask `[H, W, 1]` (1 inside the pasted box) and the box's real area fraction.
 
-    Follows timm's `rand_bbox`: side ratio sqrt(1 - lam), random centre, box clipped to the
-    image, so the area actually pasted can be smaller than 1 - lam.
+    The centre is uniform over the pixels, as in timm's `rand_bbox`; see `cutmix_box`.
     """
-    ratio = tf.sqrt(1.0 - lam)
-    cut_h = tf.cast(height * ratio, tf.int32)
-    cut_w = tf.cast(width * ratio, tf.int32)
     cy = tf.random.stateless_uniform([], seed=seed, maxval=height, dtype=tf.int32)
     cx = tf.random.stateless_uniform([], seed=seed + 1, maxval=width, dtype=tf.int32)
-    y0, y1 = (
-        tf.clip_by_value(cy - cut_h // 2, 0, height),
-        tf.clip_by_value(cy + cut_h // 2, 0, height),
-    )
-    x0, x1 = (
-        tf.clip_by_value(cx - cut_w // 2, 0, width),
-        tf.clip_by_value(cx + cut_w // 2, 0, width),
-    )
+    y0, y1, x0, x1 = cutmix_box(height, width, lam, cy, cx)
     rows = tf.range(height)[:, None, None]
     cols = tf.range(width)[None, :, None]
     inside = (rows >= y0) & (rows < y1) & (cols >= x0) & (cols < x1)
@@ -45,9 +57,11 @@ class MixUpCutMix:
 
     Each batch is mixed with probability `prob`; then CutMix with probability `switch_prob`,
     else MixUp. The partner of sample i is sample B-1-i (timm flips the batch). The mixing
-    weight lambda ~ Beta(alpha, alpha) is drawn from two Gamma samples; for CutMix it is
-    corrected to the area of the box actually pasted. Labels are smoothed first (timm's
-    `mixup_target`) when `label_smoothing > 0`; leave it 0 when the loss already smooths.
+    weight lambda ~ Beta(alpha, alpha) is drawn from two Gamma samples; for CutMix the box is
+    timm's `rand_bbox` (`cutmix_box`) and, with `correct_lam` (timm's default), the label
+    weight is corrected to the area actually pasted: `1 - box_area / image_area`. Labels are
+    smoothed first (timm's `mixup_target`) when `label_smoothing > 0`; leave it 0 when the
+    loss already smooths.
 
     Example:
     ```python
@@ -61,6 +75,8 @@ class MixUpCutMix:
         switch_prob: probability of CutMix instead of MixUp when both are enabled.
         prob: probability that a batch is mixed at all.
         label_smoothing: smoothing applied to the labels before mixing.
+        correct_lam: CutMix label weight from the pasted (clipped) box's area, as timm's
+            `correct_lam=True`; False keeps the drawn lambda.
         seed: seed of the generator used when `__call__` gets no stateless seed.
     """
 
@@ -72,6 +88,7 @@ class MixUpCutMix:
         prob: float = 1.0,
         label_smoothing: float = 0.0,
         seed: int | None = None,
+        correct_lam: bool = True,
     ) -> None:
         if mixup_alpha < 0 or cutmix_alpha < 0 or mixup_alpha + cutmix_alpha == 0:
             raise ValueError(
@@ -88,6 +105,7 @@ class MixUpCutMix:
         self.mixup_alpha, self.cutmix_alpha = float(mixup_alpha), float(cutmix_alpha)
         self.switch_prob, self.prob = float(switch_prob), float(prob)
         self.label_smoothing, self.seed = float(label_smoothing), seed
+        self.correct_lam = bool(correct_lam)
         self._generator: tf.random.Generator | None = None
 
     def __call__(
@@ -143,7 +161,8 @@ class MixUpCutMix:
         mask, area = cutmix_mask(images.shape[1], images.shape[2], lam, box_seed)
         mask = tf.cast(mask, images.dtype)
         mixed = images * (1 - mask) + tf.reverse(images, [0]) * mask
-        lam = 1.0 - area
+        if self.correct_lam:
+            lam = 1.0 - area
         return mixed, labels * lam + tf.reverse(labels, [0]) * (1.0 - lam)
 
     def get_config(self) -> dict:
@@ -155,4 +174,5 @@ class MixUpCutMix:
             "prob": self.prob,
             "label_smoothing": self.label_smoothing,
             "seed": self.seed,
+            "correct_lam": self.correct_lam,
         }
