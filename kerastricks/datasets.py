@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from kerastricks.config.names import DATASETS
+
 DIGITS_FOLDS = 5
 
 
@@ -139,3 +141,5 @@ def _local_source(records: str) -> str:
 
 
 PREPARERS = {"digits": prepare_digits, "digits_semi": _prepare_digits_semi_for}
+# The config checks these names without importing this module (kerastricks.config.names).
+assert tuple(PREPARERS) == DATASETS

@@ -40,6 +40,29 @@ def test_exactly_one_rule_must_be_given():
         select_confident(PROBS, threshold=1.5)
 
 
+def test_selection_rule_is_one_of_threshold_and_top_k():
+    from kerastricks.config import from_dict
+    from kerastricks.pseudo_sets import selection_rule
+
+    assert selection_rule(from_dict({})) == (0.95, None)
+    assert selection_rule(from_dict({"pseudo": {"threshold": 0.8}})) == (0.8, None)
+    assert selection_rule(from_dict({"pseudo": {"top_k": 3}})) == (None, 3)
+
+
+def test_a_bad_name_stops_pseudo_labelling_before_its_folder_exists(make_config, tmp_path):
+    from kerastricks.config import ConfigError
+    from kerastricks.pseudo import pseudo_label_rounds
+
+    config = make_config(
+        model={"backbone": "resnet1888"},
+        data={"unlabeled": make_config().data.records},
+        pseudo={"rounds": 1},
+    )
+    with pytest.raises(ConfigError, match="model.backbone"):
+        pseudo_label_rounds(config)
+    assert not os.path.exists(os.path.join(config.output, f"{config.name}-pseudo"))
+
+
 def test_hard_and_soft_targets():
     hard = pseudo_targets(PROBS[:2], soft=False)
     np.testing.assert_array_equal(hard, [[1, 0, 0], [0, 1, 0]])
@@ -136,7 +159,8 @@ def test_per_fold_pseudo_labels_do_not_leak_validation_labels(tmp_path, copied_n
 
     import pandas as pd
 
-    from kerastricks.pseudo import pseudo_label_rounds, pseudo_provenance
+    from kerastricks.pseudo import pseudo_label_rounds
+    from kerastricks.pseudo_sets import pseudo_provenance
 
     records = copied_noise_records
     config = memorising_config(tmp_path, records, "per_fold")

@@ -268,8 +268,10 @@ class PseudoConfig:
 
     Args:
         rounds: number of rounds after the first (labelled-only) one.
-        threshold: keep samples whose top probability is at least this.
-        top_k: instead of a threshold, keep the k most confident samples per class.
+        threshold: keep samples whose top probability is at least this (null: 0.95 when
+            `top_k` is null too).
+        top_k: instead of a threshold, keep the k most confident samples per class (give
+            one of the two).
         soft: keep the predicted distribution (soft labels) instead of the argmax.
         weight: sample weight of pseudo-labelled samples.
         mode: `per_fold` (default): fold k's pseudo-labels come only from the previous
@@ -279,7 +281,7 @@ class PseudoConfig:
     """
 
     rounds: int = 0
-    threshold: float = 0.95
+    threshold: float | None = None
     top_k: int | None = None
     soft: bool = False
     weight: float = 1.0

@@ -276,6 +276,11 @@ def _positive_number(path: str, value: Any) -> None:
 def _check_pseudo(pseudo: PseudoConfig) -> None:
     at_least("pseudo.rounds", pseudo.rounds, 0)
     in_range("pseudo.threshold", pseudo.threshold, 0.0, 1.0, open_low=True)
+    if pseudo.threshold is not None and pseudo.top_k is not None:
+        raise ConfigError(
+            f"pseudo.threshold ({pseudo.threshold}) and pseudo.top_k ({pseudo.top_k}): give "
+            "one selection rule, not both (set the other to null)"
+        )
     at_least("pseudo.top_k", pseudo.top_k, 1)
     _positive("pseudo.weight", pseudo.weight)
     check_choice("pseudo.mode", pseudo.mode, PSEUDO_MODES)

@@ -9,6 +9,7 @@ no augmentation. Only graph ops (no `tf.py_function`).
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -17,7 +18,7 @@ import tensorflow as tf
 from kerastricks.data import decode
 from kerastricks.data.augment import AugmentPipeline, resolve_augmentations
 from kerastricks.data.parse import record_parser
-from kerastricks.data.reader import RecordSource, fold_predicate, resolve_records
+from kerastricks.data.reader import MANIFEST, RecordSource, fold_predicate, resolve_records
 
 AUTOTUNE = tf.data.AUTOTUNE
 # Shuffle buffer of serialized records (a few hundred KB each at most) ...
@@ -107,7 +108,12 @@ def _merge_extra(
     keeps a round's number of steps (rounds compare at equal compute), and each epoch draws
     from both streams in that proportion.
     """
-    extra = resolve_records(extra_records, keys, num_classes=source.num_classes)
+    ours = isinstance(extra_records, str) and tf.io.gfile.exists(
+        os.path.join(extra_records, MANIFEST)
+    )
+    # Records with our manifest (pseudo-label sets) carry our feature names, whatever `keys`
+    # says about the main records' foreign ones.
+    extra = resolve_records(extra_records, None if ours else keys, num_classes=source.num_classes)
     if extra.num_classes != source.num_classes:
         raise ValueError(
             f"extra_records {extra.path} have num_classes={extra.num_classes}, the training "

@@ -22,7 +22,7 @@ from kerastricks.eval.predict import load_trained_model, predict_records, probab
 from kerastricks.losses import monitor_for, score_predictions
 from kerastricks.train.preflight import fold_counts, preflight
 from kerastricks.train.records import library_versions, prepare_run_dir
-from kerastricks.train.resume import check_run_kind, resume_config, write_run_kind
+from kerastricks.train.resume import resumed_run_config, write_run_kind
 
 
 def cross_validate(
@@ -57,7 +57,7 @@ def cross_validate(
     # Before anything reads records: multi-worker collectives must be configured first.
     hardware = hardware or detect_hardware(config.train.strategy)
     inputs = preflight(config, holdout=False)
-    folds = _folds(config, inputs.source)
+    folds = cv_folds(config, inputs.source)
     if resume is None:
         prepare_run_dir(run_dir, overwrite)
         write_run_kind(run_dir, "cv")
@@ -81,26 +81,24 @@ def cv_run_dir(config: Config) -> str:
     return os.path.join(config.output, f"{config.name}-cv")
 
 
-def resumed_cv_config(config: Config, run_dir: str, kind: str = "cv") -> Config:
+def resumed_cv_config(config: Config, run_dir: str) -> Config:
     """The saved CV run's config with the changes of `config` that a resume may apply.
 
     Training settings may change only while no fold has finished (the folds of one CV run
     train alike); a change of TTA or prediction settings removes the folds' OOF files, so
     every fold is scored again with the new settings.
     """
-    check_run_kind(run_dir, kind)
-    saved = load_config(os.path.join(run_dir, "config.yaml"))
     finished = tf.io.gfile.glob(os.path.join(run_dir, "fold*", "summary.json"))
-    merged, changes = resume_config(saved, config, training_locked=bool(finished), where=run_dir)
-    for change in changes:
-        print(f"kerastricks: resume applies {change}")
+    merged = resumed_run_config(config, run_dir, "cv", training_locked=bool(finished))
+    saved = load_config(os.path.join(run_dir, "config.yaml"))
     if (merged.tta, merged.predict.weights) != (saved.tta, saved.predict.weights):
         for path in tf.io.gfile.glob(os.path.join(run_dir, "fold*", "oof.csv")):
             tf.io.gfile.remove(path)
     return merged
 
 
-def _folds(config: Config, source: Any) -> list[int]:
+def cv_folds(config: Config, source: Any) -> list[int]:
+    """The folds a CV run trains: `cv.folds`, or every fold of the records."""
     available = sorted(f for f in fold_counts(source) if f >= 0)
     if not available:
         raise ValueError(

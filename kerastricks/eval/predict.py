@@ -31,6 +31,12 @@ def fold_run_dirs(run_dir: str) -> list[str]:
         return [f.rstrip("/") for f in folds]
     if tf.io.gfile.exists(os.path.join(run_dir, "summary.json")):
         return [run_dir]
+    rounds = sorted(n.rstrip("/") for n in tf.io.gfile.listdir(run_dir) if n.startswith("round"))
+    if rounds:
+        raise FileNotFoundError(
+            f"{run_dir} is a pseudo-label run: predict with one of its rounds, e.g. --run "
+            f"{os.path.join(run_dir, rounds[-1])}"
+        )
     raise FileNotFoundError(
         f"{run_dir} holds no finished training run (no summary.json, no fold*/summary.json). "
         "Train it first with `kerastricks train` or `kerastricks cv`."

@@ -36,6 +36,8 @@ _FREE = (
     "cv.folds",
     "pseudo.rounds",
 )
+# What labelled the pseudo sets already written: fixed once one exists.
+_LABELLING = ("tta.", "predict.weights")
 # Compared through the resolved stages instead (a recipe expands into stages).
 _STAGE_KEYS = ("train.stages", "train.recipe", "train.batch_size")
 
@@ -56,7 +58,8 @@ def resume_config(
         given: the config the user resumes with (their file and `--set` values).
         epochs_done: finished epochs of this training run (decides which stages started).
         training_locked: every training setting is fixed (a CV fold has finished with them).
-        pseudo_locked: pseudo-label selection settings are fixed (a pseudo set exists).
+        pseudo_locked: pseudo-label selection settings, TTA and the checkpoint used are
+            fixed (a pseudo set was written with them).
         where: the run folder, for messages.
 
     Raises:
@@ -70,7 +73,9 @@ def resume_config(
     for path in sorted(set(old) | set(new)):
         if old.get(path) == new.get(path) or _matches(path, _IDENTITY + _STAGE_KEYS):
             continue
-        free = _matches(path, _FREE) or (path.startswith("pseudo.") and not pseudo_locked)
+        free = (_matches(path, _FREE) and not (pseudo_locked and _matches(path, _LABELLING))) or (
+            path.startswith("pseudo.") and not pseudo_locked
+        )
         if not free:
             raise ConfigError(
                 f"{path}: {where} was trained with {old.get(path)!r}, the resumed config asks "
@@ -94,6 +99,34 @@ def resume_config(
     if batches[0] != batches[1]:
         stage_changes.insert(0, f"train.batch_size: {batches[0]} -> {batches[1]} (new stages)")
     return from_dict(merged, source=f"resume of {where}"), changes + stage_changes
+
+
+def resumed_run_config(
+    config: Config,
+    run_dir: str,
+    kind: str,
+    *,
+    epochs_done: int = 0,
+    training_locked: bool = False,
+    pseudo_locked: bool = False,
+) -> Config:
+    """`resume_config` for the run in `run_dir` (refused when it holds another `kind` of
+    run); prints each change it applies."""
+    from kerastricks.config import load_config
+
+    check_run_kind(run_dir, kind)
+    saved = load_config(os.path.join(run_dir, "config.yaml"))
+    merged, changes = resume_config(
+        saved,
+        config,
+        epochs_done=epochs_done,
+        training_locked=training_locked,
+        pseudo_locked=pseudo_locked,
+        where=run_dir,
+    )
+    for change in changes:
+        print(f"kerastricks: resume applies {change}")
+    return merged
 
 
 def _merge_stages(
