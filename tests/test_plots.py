@@ -70,14 +70,14 @@ def _plans():
 
 
 def test_stage_marks_name_each_stage_and_its_size_at_its_first_epoch():
-    from kerastricks.train.records import stage_marks
+    from kerastricks.plots import stage_marks
 
     assert stage_marks(_history()) == [(0.5, "frozen, 32px"), (2.5, "unfrozen, 64px")]
     assert stage_marks([{"epoch": 0, "stage": 0}]) == [(0.5, "stage1")]
 
 
 def test_lr_per_step_puts_each_epochs_last_step_on_its_epoch_point():
-    from kerastricks.train.records import lr_per_step
+    from kerastricks.plots import lr_per_step
 
     x, lr = lr_per_step(lambda step: 0.01 * step, _plans())
     np.testing.assert_allclose(lr, 0.01 * np.arange(16))
@@ -86,7 +86,7 @@ def test_lr_per_step_puts_each_epochs_last_step_on_its_epoch_point():
 
 
 def test_curves_figure_labels_stages_and_draws_the_lr_of_every_step():
-    from kerastricks.train.records import curves_figure
+    from kerastricks.plots import curves_figure
 
     schedule = OneCycle(1e-3, 16)
     figure = curves_figure(_history(), "accuracy", schedule, _plans())
@@ -106,7 +106,7 @@ def test_curves_figure_labels_stages_and_draws_the_lr_of_every_step():
 
 
 def test_save_curves_writes_a_png(tmp_path):
-    from kerastricks.train.records import save_curves
+    from kerastricks.plots import save_curves
 
     path = str(tmp_path / "plots" / "curves.png")
     save_curves(_history(), "accuracy", path, OneCycle(1e-3, 16), _plans())

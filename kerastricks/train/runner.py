@@ -17,7 +17,7 @@ from typing import Any
 import tensorflow as tf
 
 from kerastricks._fs import write_json_atomic
-from kerastricks.config import Config, load_config, save_config
+from kerastricks.config import Config, save_config
 from kerastricks.data import build_dataset
 from kerastricks.data.reader import read_errors_named
 from kerastricks.losses import make_loss, make_metrics, monitor_for
@@ -27,15 +27,14 @@ from kerastricks.train.build import TrainingParts, build_parts, stage_multiplier
 from kerastricks.train.checkpoints import RunCheckpoint
 from kerastricks.train.epoch_callbacks import EpochRecorder, NaNGuard
 from kerastricks.train.preflight import RunInputs, preflight
+from kerastricks.plots import save_curves, save_lr_plot
 from kerastricks.train.records import (
     prepare_run_dir,
     print_stage_table,
-    save_curves,
-    save_lr_plot,
     summarise_run,
 )
 from kerastricks.train.resize import carry_over, needs_rebuild
-from kerastricks.train.resume import check_run_kind, resume_config, write_run_kind
+from kerastricks.train.resume import resumed_run_config, write_run_kind
 from kerastricks.train.stages import StagePlan, plan_stages, trainable_groups
 from kerastricks.train.strategy import (
     Hardware,
@@ -94,14 +93,9 @@ def train(
 
 def _resumed_config(config: Config, run_dir: str) -> Config:
     """The saved run's config with the given config's changes that a resume may apply."""
-    check_run_kind(run_dir, "train")
-    saved = load_config(os.path.join(run_dir, "config.yaml"))
     state = RunCheckpoint.peek(run_dir)
     epochs_done = len(state["rows"]) if state else 0
-    config, changes = resume_config(saved, config, epochs_done=epochs_done, where=run_dir)
-    for change in changes:
-        print(f"kerastricks: resume applies {change}")
-    return config
+    return resumed_run_config(config, run_dir, "train", epochs_done=epochs_done)
 
 
 def _run(
