@@ -23,11 +23,11 @@ from kerastricks.data.reader import read_errors_named
 from kerastricks.losses import make_loss, make_metrics, monitor_for
 from kerastricks.models import set_trainable
 from kerastricks.optim import set_lr_multipliers
+from kerastricks.plots import save_curves, save_lr_plot
 from kerastricks.train.build import TrainingParts, build_parts, stage_multipliers
 from kerastricks.train.checkpoints import RunCheckpoint
 from kerastricks.train.epoch_callbacks import EpochRecorder, NaNGuard
 from kerastricks.train.preflight import RunInputs, preflight
-from kerastricks.plots import save_curves, save_lr_plot
 from kerastricks.train.records import (
     prepare_run_dir,
     print_stage_table,
