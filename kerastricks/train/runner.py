@@ -208,7 +208,9 @@ def _fit_stage(
             jit_compile=jit,
             steps_per_execution=config.train.steps_per_execution,
         )
-    train_ds, val_ds = _stage_datasets(config, inputs, plan, hardware)
+    train_ds, val_ds = _stage_datasets(
+        config, inputs, plan, hardware, epochs_done=len(state["rows"])
+    )
     print(
         f"\n== stage {plan.index + 1}/{len(config.train.stages)} '{stage.name}': "
         f"{stage.image_size}px, {groups_on}/{len(parts.groups)} groups train, "
@@ -318,8 +320,20 @@ def loss_for(config: Config, task: str) -> tf.keras.losses.Loss:
 
 
 def _stage_datasets(
-    config: Config, inputs: RunInputs, plan: StagePlan, hardware: Hardware
+    config: Config,
+    inputs: RunInputs,
+    plan: StagePlan,
+    hardware: Hardware,
+    epochs_done: int = 0,
 ) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """The stage's training and validation datasets at its image size.
+
+    `epochs_done`: run-wide epochs already trained (a resumed run). With `data.deterministic`,
+    a stage resumed after some of its epochs skips the batches those epochs consumed, so
+    that it continues its input stream where the killed run stopped and trains on the same
+    batches in the same order as an uninterrupted run. The skipped batches are read and
+    decoded, not trained on: a one-off cost of the input pipeline at the resume.
+    """
     data = config.data
     common = {
         "image_size": plan.stage.image_size,
@@ -340,6 +354,10 @@ def _stage_datasets(
         with_weights=data.extra_records is not None,
         **common,
     )
+    consumed = max(0, epochs_done - plan.first_epoch) * plan.steps_per_epoch
+    if data.deterministic and consumed:
+        print(f"kerastricks: skipping the {consumed} batches the stage has trained on")
+        train_ds = train_ds.skip(consumed)
     val_ds = build_dataset(
         inputs.source,
         training=False,

@@ -1,6 +1,9 @@
 """Runs a tiny training under a strategy in a fresh process (tests/train/test_distributed.py).
 
-Usage: python _distributed_worker.py mirrored|multi_worker CONFIG.yaml OUT.json
+Usage: python _distributed_worker.py default|mirrored|multi_worker CONFIG.yaml OUT.json
+
+Writes a JSON report to OUT.json and the trained weights (in `model.weights` order; the
+first replica's copy of a mirrored variable) to OUT.json.npz.
 """
 
 import json
@@ -24,7 +27,7 @@ def main() -> None:
     from kerastricks.train.strategy import detect_hardware
 
     config = load_config(config_path)
-    hardware = detect_hardware("mirrored" if mode == "mirrored" else "auto")
+    hardware = detect_hardware({"multi_worker": "auto"}.get(mode, mode))
     result = train(config, hardware=hardware)
     differing, mirrored = [], 0
     for variable in result.model.trainable_weights:
@@ -46,6 +49,8 @@ def main() -> None:
     }
     with open(out, "w") as f:
         json.dump(report, f)
+    weights = {f"{i}/{v.name}": v.numpy() for i, v in enumerate(result.model.weights)}
+    np.savez(out + ".npz", **weights)
 
 
 if __name__ == "__main__":

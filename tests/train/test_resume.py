@@ -1,12 +1,13 @@
-"""kill -9 in the middle of a run, then --resume: same stages, epochs and schedule steps."""
+"""kill -9 in the middle of a run, then --resume: the run ends exactly where an uninterrupted
+one does (weights, optimizer slots, step counter, the LR of every step)."""
 
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -18,47 +19,82 @@ STAGES = [
     {"name": "a", "epochs": 2, "image_size": 16, "unfreeze": "head", "lr": 3e-3},
     {"name": "b", "epochs": 2, "image_size": 24, "unfreeze": "all", "lr": 1e-3},
 ]
+WORKER = os.path.join(os.path.dirname(__file__), "_resume_worker.py")
+STEPS_PER_EPOCH = 2
 
 
-def cli(*args):
-    return [sys.executable, "-m", "kerastricks.cli", *args]
+def run_worker(config_path, out, resume=None, kill_after=None):
+    env = dict(os.environ)
+    env.pop("KERASTRICKS_TEST_KILL_AFTER_EPOCH", None)
+    if kill_after is not None:
+        env["KERASTRICKS_TEST_KILL_AFTER_EPOCH"] = str(kill_after)
+    command = [sys.executable, WORKER, config_path, out, *([resume] if resume else [])]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
+
+
+def deterministic_run(make_config, tmp_path, name):
+    config = make_config(
+        name=name,
+        data={"deterministic": True},
+        train={"stages": STAGES, "steps_per_epoch": STEPS_PER_EPOCH, "batch_size": 8},
+    )
+    path = str(tmp_path / f"{name}.yaml")
+    save_config(config, path)
+    return path, os.path.join(config.output, name), str(tmp_path / f"{name}.npz")
+
+
+def lr_log(out):
+    """[(step, lr, multipliers...)] of every optimizer step, the killed run's included."""
+    return [tuple(float(x) for x in line.split()) for line in open(out + ".lr.txt")]
+
+
+def assert_same_state(resumed, reference, label):
+    """Weights (BatchNorm statistics included), optimizer variables and step counter."""
+    names = [n for n in reference.files if n.startswith(("weight/", "optimizer/"))]
+    assert sorted(resumed.files) == sorted(reference.files), label
+    slots = [n for n in names if n.split("/")[2] in ("m", "v")]
+    assert len(slots) > 100, "AdamW's two slots of each of resnet18's weights are compared"
+    for name in names:
+        np.testing.assert_allclose(
+            resumed[name], reference[name], rtol=1e-5, atol=1e-7, err_msg=f"{label}: {name}"
+        )
+    assert int(resumed["steps"]) == int(reference["steps"]) == 2 * 2 * STEPS_PER_EPOCH
 
 
 @pytest.mark.slow
-def test_kill_and_resume_gives_the_same_epochs_and_steps(make_config, tmp_path):
-    config = make_config(train={"stages": STAGES, "steps_per_epoch": 4})
-    path = str(tmp_path / "run.yaml")
-    save_config(config, path)
-    run_dir = os.path.join(config.output, config.name)
-    state = os.path.join(run_dir, "checkpoints", "state.json")
-    process = subprocess.Popen(
-        cli("train", path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.time() + 240
-    while time.time() < deadline and process.poll() is None:
-        if os.path.exists(state) and len(json.load(open(state))["rows"]) >= 1:
-            break
-        time.sleep(0.2)
-    assert process.poll() is None, "the run ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    done_before = len(json.load(open(state))["rows"])
-    assert 1 <= done_before < 4
-    assert not os.path.exists(os.path.join(run_dir, "summary.json"))
+def test_killed_runs_resume_to_the_uninterrupted_weights_slots_steps_and_lrs(make_config, tmp_path):
+    path, run_dir, out = deterministic_run(make_config, tmp_path, "full")
+    finished = run_worker(path, out)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    reference = np.load(out)
+    reference_losses = pd.read_csv(os.path.join(run_dir, "history.csv"))["loss"]
+    reference_lrs = lr_log(out)
+    # After epoch 1 the kill lands inside stage a; after epoch 2, between stages a and b.
+    for kill_after, name in ((1, "mid_stage"), (2, "stage_boundary")):
+        path, run_dir, out = deterministic_run(make_config, tmp_path, name)
+        killed = run_worker(path, out, kill_after=kill_after)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+        state = json.load(open(os.path.join(run_dir, "checkpoints", "state.json")))
+        assert len(state["rows"]) == kill_after, name
+        assert not os.path.exists(os.path.join(run_dir, "summary.json")), name
+        assert not os.path.exists(out), name
 
-    resumed = subprocess.run(
-        cli("train", path, "--resume", run_dir), capture_output=True, text=True, timeout=400
-    )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resuming after epoch {done_before}" in resumed.stdout
-    history = pd.read_csv(os.path.join(run_dir, "history.csv"))
-    assert history["epoch"].tolist() == [0, 1, 2, 3]
-    assert history["stage"].tolist() == [0, 0, 1, 1]
-    assert history["image_size"].tolist() == [16, 16, 24, 24]
-    summary = json.load(open(os.path.join(run_dir, "summary.json")))
-    assert summary["steps"] == 4 * 4, "the optimizer's step counter continues across the kill"
-    saved = yaml.safe_load(open(os.path.join(run_dir, "config.yaml")))
-    assert [s["epochs"] for s in saved["train"]["stages"]] == [2, 2]
+        resumed = run_worker(path, out, resume=run_dir)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert f"resuming after epoch {kill_after} of 4" in resumed.stdout
+        history = pd.read_csv(os.path.join(run_dir, "history.csv"))
+        assert history["epoch"].tolist() == [0, 1, 2, 3]
+        assert history["stage"].tolist() == [0, 0, 1, 1]
+        assert history["image_size"].tolist() == [16, 16, 24, 24]
+        lrs = lr_log(out)
+        assert [step[0] for step in lrs] == list(range(2 * 2 * STEPS_PER_EPOCH)), name
+        assert len({step[1] for step in lrs}) == len(lrs), "the one-cycle LR moves every step"
+        np.testing.assert_allclose(lrs, reference_lrs, rtol=1e-6, err_msg=name)
+        assert_same_state(np.load(out), reference, name)
+        # The same batches in the same order: every epoch's training loss is the same.
+        np.testing.assert_allclose(history["loss"], reference_losses, rtol=1e-5, err_msg=name)
+        saved = yaml.safe_load(open(os.path.join(run_dir, "config.yaml")))
+        assert [s["epochs"] for s in saved["train"]["stages"]] == [2, 2]
 
 
 def test_resume_applies_the_given_config_and_refuses_what_it_cannot(make_config, tmp_path, capsys):

@@ -134,10 +134,47 @@ def test_nan_loss_stops_with_the_stage_and_step(make_config):
         train(config)
 
 
-def test_train_step_compiles_with_xla_on_cpu(make_config):
-    config = make_config(train={"jit_compile": True, "steps_per_epoch": 2})
+def xla_compiled_ops(model):
+    """Op types of the train step that run inside functions marked `_XlaMustCompile` (what
+    `tf.function(jit_compile=True)` sets and the runtime obeys), nested calls included."""
+    ops = set()
+    for concrete in model.train_function._list_all_concrete_functions():
+        library = {f.signature.name: f for f in concrete.graph.as_graph_def().library.function}
+        stack = [f for f in library.values() if f.attr["_XlaMustCompile"].b]
+        seen = set()
+        while stack:
+            function = stack.pop()
+            if function.signature.name in seen:
+                continue
+            seen.add(function.signature.name)
+            for node in function.node_def:
+                ops.add(node.op)
+                callee = node.attr["f"].func.name
+                if callee in library:
+                    stack.append(library[callee])
+    return ops
+
+
+@pytest.mark.parametrize("jit_compile", [True, False])
+def test_jit_compile_puts_the_whole_train_step_under_xla_or_none_of_it(make_config, jit_compile):
+    stage = {"epochs": 1, "image_size": 16, "lr": 1e-3}
+    config = make_config(
+        train={
+            "jit_compile": jit_compile,
+            "steps_per_epoch": 2,
+            "validation_steps": 1,
+            "stages": [stage],
+        }
+    )
     result = train(config)
-    assert result.model.train_function is not None
+    ops = xla_compiled_ops(result.model)
+    if jit_compile:
+        # Forward pass, backward pass and the optimizer's update: all in the XLA cluster.
+        assert {"Conv2D", "Conv2DBackpropFilter", "FusedBatchNormV3"} <= ops, sorted(ops)
+        assert {"AssignAddVariableOp", "AssignSubVariableOp"} <= ops, sorted(ops)
+    else:
+        assert ops == set()
+    assert result.summary["steps"] == 2
     assert np.isfinite(result.history[0]["loss"])
 
 
