@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.kerastricks-installed
 
-.PHONY: setup demo test lint format bench docs clean
+.PHONY: setup demo test lint format bench docs mutants clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,14 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/pipeline.py
 	$(BIN)/python benchmarks/decode_costs.py
 	$(BIN)/python benchmarks/lr_multipliers.py
+
+# Mutation check, not part of `make test`: breaks one trick at a time in a private copy of
+# the tree and runs the tests that must notice (tools/mutants.py; README "Mutation check").
+# MUTANTS_ARGS="--rev HEAD" checks what is committed, "--fast" leaves out the resume mutants.
+MUTANTS_ARGS ?=
+
+mutants: $(STAMP)
+	$(BIN)/python tools/mutants.py $(MUTANTS_ARGS)
 
 docs: $(STAMP)
 	$(BIN)/python -m kerastricks.config.reference --update
