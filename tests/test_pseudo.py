@@ -24,6 +24,9 @@ PROBS = np.array(
 def test_threshold_keeps_confident_rows():
     assert select_confident(PROBS, threshold=0.9).tolist() == [0, 2, 3, 5]
     assert select_confident(PROBS, threshold=0.95).tolist() == [0, 5]
+    # A probability equal to the threshold is kept (>=), as 1.0 is at threshold 1.0.
+    assert select_confident(PROBS, threshold=0.94).tolist() == [0, 2, 5]
+    assert select_confident(np.eye(3), threshold=1.0).tolist() == [0, 1, 2]
 
 
 def test_top_k_per_class_keeps_classes_balanced():
