@@ -117,8 +117,10 @@ def test_cache_before_random_steps(kt, tmp_path, cache):
             assert all(s or m for s, m in zip(same, mirror, strict=True))
             assert 4 <= sum(mirror) and 4 <= sum(same)
         else:
-            # The crop is taken after the cache: another crop of each image each epoch.
-            assert min(np.abs(second[i] - first[i]).mean() for i in range(count)) > 1.0
+            # The crop is taken after the cache: another crop of each image each epoch (two
+            # random crops of one image may by chance be close, never equal).
+            changes = [np.abs(second[i] - first[i]).mean() for i in range(count)]
+            assert min(changes) > 0.05 and sum(c > 1.0 for c in changes) >= count - 4
     kt.write_our_records(folder, kt.sample_images(count), labels, folds, extra=ids)
     plain = build_dataset(folder, 16, 24, False)
     cached = build_dataset(
