@@ -150,7 +150,7 @@ def _merge_stages(
         if not started:
             if after is not None:
                 merged.append({**after, "batch_size": after["batch_size"] or batches[1]})
-                if after != before:
+                if before is None or after != old[i]:
                     changes.append(f"train.stages.{i}: {'changed' if before else 'added'}")
             elif before is not None:
                 changes.append(f"train.stages.{i}: removed (not started)")

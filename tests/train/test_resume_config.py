@@ -40,6 +40,7 @@ def test_a_smaller_batch_after_a_crash_applies_to_the_stages_not_started():
     assert [s.batch_size for s in merged.train.stages] == [64, 16]
     assert merged.train.batch_size == 16
     assert any("train.batch_size: 64 -> 16" in c for c in changes)
+    assert not any(c.startswith("train.stages.1") for c in changes), "only the default moved"
 
 
 def test_a_batch_change_inside_a_started_stage_is_refused():
