@@ -285,6 +285,8 @@ def predict(
             f"{run_dir} never trained on (trained on {labels['class_names']}). Predict records "
             "of the run's classes, or records written without labels."
         )
+    # The order's file and column are read before the models run: a typo fails in a second.
+    wanted, how = wanted_order(source, config.predict.sample_submission, config.predict.id_column)
     result = ensemble_predict(
         run_dir,
         source,
@@ -293,9 +295,7 @@ def predict(
         verbose=config.train.verbose,
         tta=config.tta,
     )
-    order, how = submission_order(
-        result["ids"], source, config.predict.sample_submission, config.predict.id_column
-    )
+    order = submission_order(result["ids"], wanted, how)
     paths = write_prediction_files(
         out_dir or run_dir,
         result["ids"][order],
@@ -313,22 +313,28 @@ def predict(
     }
 
 
-def submission_order(
-    ids: np.ndarray, source: Any, sample_submission: str | None = None, id_column: str = "id"
-) -> tuple[np.ndarray, str]:
-    """The row order of the prediction files, as indices into `ids`, and what it follows:
-    the `sample_submission` CSV's `id_column`, else the `folds.csv` of the records (the order
-    of the CSV they were written from), else the records' own order."""
-    position = {str(sample_id): i for i, sample_id in enumerate(ids)}
+def wanted_order(
+    source: Any, sample_submission: str | None = None, id_column: str = "id"
+) -> tuple[list[str] | None, str]:
+    """The ids in the order the prediction files should follow, and what that order is: the
+    `sample_submission` CSV's `id_column`, else the `folds.csv` of the records (the order of
+    the CSV they were written from), else None (the records' own order)."""
     if sample_submission is not None:
         wanted = _id_column(sample_submission, id_column, "predict.sample_submission")
-        how = f"the order of {sample_submission}"
-    else:
-        folds_csv = os.path.join(os.path.dirname(source.files[0]), "folds.csv")
-        if source.manifest is None or not tf.io.gfile.exists(folds_csv):
-            return np.arange(len(ids)), "the order of the records"
-        wanted = _id_column(folds_csv, "id", "folds.csv")
-        how = f"the order of the CSV {source.path} was written from"
+        return wanted, f"the order of {sample_submission}"
+    folds_csv = os.path.join(os.path.dirname(source.files[0]), "folds.csv")
+    if source.manifest is None or not tf.io.gfile.exists(folds_csv):
+        return None, "the order of the records"
+    wanted = _id_column(folds_csv, "id", "folds.csv")
+    return wanted, f"the order of the CSV {source.path} was written from"
+
+
+def submission_order(ids: np.ndarray, wanted: list[str] | None, how: str) -> np.ndarray:
+    """Indices into `ids` that put them in the `wanted` order (None: as they are); raises
+    naming `how` when the two sets of ids differ."""
+    if wanted is None:
+        return np.arange(len(ids))
+    position = {str(sample_id): i for i, sample_id in enumerate(ids)}
     missing = [i for i in wanted if i not in position]
     extra = sorted(set(position) - set(wanted))
     if missing or extra or len(wanted) != len(position):
@@ -337,7 +343,7 @@ def submission_order(
             f"({len(missing)} not predicted, e.g. {missing[:3]}; {len(extra)} predicted but "
             f"not listed, e.g. {extra[:3]}; {len(wanted)} rows for {len(position)} records)."
         )
-    return np.array([position[i] for i in wanted], dtype=np.int64), how
+    return np.array([position[i] for i in wanted], dtype=np.int64)
 
 
 def _id_column(path: str, column: str, what: str) -> list[str]:

@@ -34,7 +34,9 @@ def write_test_records(root, indices, labeled=False):
 
 
 @pytest.mark.slow
-def test_predict_needs_only_the_run_folder_and_follows_the_command(make_config, tmp_path):
+def test_predict_needs_only_the_run_folder_and_follows_the_command(
+    make_config, tmp_path, monkeypatch
+):
     from kerastricks.train import train
 
     shared = make_config().data.records
@@ -73,6 +75,21 @@ def test_predict_needs_only_the_run_folder_and_follows_the_command(make_config, 
     pd.DataFrame({"image": csv_order[1:], "label": 0}).to_csv(sample, index=False)
     with pytest.raises(ValueError, match=r"1 predicted but not listed"):
         predict(ordered, run_dir, records, out_dir=str(tmp_path / "d"))
+    # A wrong id column is named before any model runs.
+    import sys
+
+    predict_module = sys.modules["kerastricks.eval.predict"]  # the package exports `predict`
+
+    def no_models(*args, **kwargs):
+        raise AssertionError("the models ran before the sample submission was checked")
+
+    monkeypatch.setattr(predict_module, "ensemble_predict", no_models)
+    wrong = from_dict(
+        {**to_dict(ordered), "predict": {**to_dict(ordered)["predict"], "id_column": "x"}}
+    )
+    with pytest.raises(ValueError, match=r"has no column 'x'"):
+        predict(wrong, run_dir, records, out_dir=str(tmp_path / "d"))
+    monkeypatch.undo()
 
     # Labelled test records of classes the model does not know: named, before predicting.
     other, _ = write_test_records(tmp_path / "other", indices[:4], labeled="animal")
