@@ -68,7 +68,18 @@ def _write_parser(commands: argparse._SubParsersAction) -> None:
         "default: store the original bytes",
     )
     parser.add_argument(
-        "--quality", type=int, default=95, metavar="Q", help="JPEG quality with --resize"
+        "--quality",
+        type=int,
+        default=95,
+        metavar="Q",
+        help="JPEG quality with --resize and of the --sizes copies",
+    )
+    parser.add_argument(
+        "--sizes",
+        type=_size_list,
+        metavar="PX,PX",
+        help="also store JPEG copies whose shorter side is each size (e.g. 128,256; never "
+        "upscaled): build_dataset decodes the smallest that covers its output",
     )
     parser.add_argument("--prefix", default="train", help="shard file name prefix")
     parser.add_argument(
@@ -84,6 +95,18 @@ def _write_parser(commands: argparse._SubParsersAction) -> None:
         help="tolerated fraction of bad images (default 0.01)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _size_list(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected sizes in pixels such as 128,256: {text!r}"
+        ) from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive sizes such as 128,256: {text!r}")
+    return sizes
 
 
 def _write(args: argparse.Namespace) -> int:
@@ -106,6 +129,7 @@ def _write(args: argparse.Namespace) -> int:
         shard_mb=args.shard_mb,
         resize=args.resize,
         quality=args.quality,
+        sizes=args.sizes,
         overwrite=args.overwrite,
         max_bad=args.max_bad,
         prefix=args.prefix,

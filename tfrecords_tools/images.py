@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import tensorflow as tf
@@ -168,3 +168,44 @@ def resize_image(data: bytes, size: int, quality: int = 95) -> StoredImage:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=quality)
     return StoredImage(data=buffer.getvalue(), height=target[1], width=target[0], format="JPEG")
+
+
+def copy_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    """(height, width) of a copy whose shorter side is `size`, aspect kept (rounded)."""
+    scale = size / min(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def make_copies(
+    data: bytes, stored: StoredImage, sizes: Sequence[int], quality: int = 95
+) -> list[tuple[int, bytes]]:
+    """JPEG copies of an image whose shorter side is each of `sizes`, smallest first.
+
+    Never upscaled: sizes not below the stored image's shorter side are left out (the stored
+    image serves them). Only a JPEG stored image gets copies: the reader picks among JPEGs
+    from their headers. The copies are made from `data` (the original file), decoded once at
+    the coarsest DCT scale that still covers the largest copy.
+
+    Raises:
+        BadImageError: when the file cannot be fully decoded.
+    """
+    wanted = sorted(s for s in set(sizes) if s < min(stored.height, stored.width))
+    if not wanted or stored.format != "JPEG":
+        return []
+    image = _open(data)
+    width, height = image.size
+    with _broken_data_is_bad_image():
+        largest = copy_shape(height, width, wanted[-1])
+        image.draft("RGB", (largest[1], largest[0]))
+        image.load()
+        if image.mode not in ("RGB", "L"):
+            image = image.convert("RGB")
+    copies = []
+    for size in wanted:
+        target_h, target_w = copy_shape(height, width, size)
+        buffer = io.BytesIO()
+        image.resize((target_w, target_h), Image.Resampling.BICUBIC).save(
+            buffer, format="JPEG", quality=quality
+        )
+        copies.append((size, buffer.getvalue()))
+    return copies

@@ -17,6 +17,8 @@ _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"RIFF")
 _KINDS = {"bytes_list": "bytes", "int64_list": "int64", "float_list": "float"}
 # What `tfrecords-tools write` leaves in a folder: shards `<prefix>-f<fold>-<index>.tfrec`,
 # their partial `.<shard>.tmp-<pid>` files, and folds.csv (written just before the manifest).
+# Re-encoded copies next to the image (`write --sizes`): `image_<shorter side>`.
+_COPY_KEY = re.compile(r"image_(\d+)$")
 _OUR_SHARD = re.compile(r".+-f-?\d+-\d{5}" + re.escape(SHARD_SUFFIX) + r"(\.tmp-\d+)?$")
 
 
@@ -187,9 +189,27 @@ def _verify_file(file: str, image_key: str | None) -> dict:
                 _decode_shape(tf.constant(values[0]))
             except tf.errors.InvalidArgumentError as error:
                 errors.append(f"record {index}: image does not decode ({_error_text(error)})")
+            errors += [f"record {index}: {problem}" for problem in _copy_problems(example)]
     except (tf.errors.DataLossError, tf.errors.NotFoundError) as error:
         errors.append(f"record {count}: unreadable, reading stopped ({_error_text(error)})")
     return {"file": file, "records": count, "errors": errors}
+
+
+def _copy_problems(example: tf.train.Example) -> list[str]:
+    """Decodes every `image_<size>` copy of a record; each must decode to that shorter side."""
+    problems = []
+    for key, feature in sorted(example.features.feature.items()):
+        match = _COPY_KEY.match(key)
+        if not match or not feature.bytes_list.value:
+            continue
+        try:
+            height, width = _decode_shape(tf.constant(feature.bytes_list.value[0])).numpy()[:2]
+        except tf.errors.InvalidArgumentError as error:
+            problems.append(f"copy {key} does not decode ({_error_text(error)})")
+            continue
+        if min(height, width) != int(match.group(1)):
+            problems.append(f"copy {key} is {height}x{width}, its shorter side is not {match[1]}")
+    return problems
 
 
 def _show_progress(done: int, total: int, records: int, file: str) -> None:
@@ -262,6 +282,13 @@ def format_inspection(report: dict) -> str:
             f"manifest: task {manifest['task']}, {manifest['num_classes']} classes, "
             f"{manifest['num_folds']} folds, {len(manifest['skipped'])} skipped at write time"
         )
+        if manifest.get("stored_sizes"):
+            copies = manifest["counts"].get("copies", {})
+            held = ", ".join(
+                f"{size} px ({copies.get(str(size), '?')} records)"
+                for size in manifest["stored_sizes"]
+            )
+            lines.append(f"stored copies (shorter side): {held}")
     return "\n".join(lines)
 
 

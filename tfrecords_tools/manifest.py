@@ -57,8 +57,10 @@ def build_manifest(
 
     Args:
         written: indices of the table rows that went into a record, in table order.
-        sizes: `height`, `width` and `format` lists of the stored images.
+        sizes: `height`, `width` and `format` lists of the stored images, and `copies`: the
+            number of records holding each stored copy size.
     """
+    copies = sizes.get("copies", {})
     fold_counts = Counter(int(folds[row]) for row in written)
     class_counts = Counter(index for row in written for index in table.labels[row])
     per_class = {}
@@ -69,7 +71,10 @@ def build_manifest(
         "task": table.task,
         # False: a test set written without labels (task null, no label feature, no classes).
         "labeled": table.task is not None,
-        "features": feature_types(table.task),
+        "features": feature_types(table.task, sorted(copies)),
+        # Shorter sides of the re-encoded copies (`image_<size>`) next to the image; a record
+        # whose image is not larger than a size has no copy of it (counts.copies).
+        "stored_sizes": sorted(copies),
         "class_names": table.class_names,
         "num_classes": table.num_classes,
         "num_records": int(len(written)),
@@ -78,6 +83,7 @@ def build_manifest(
         "counts": {
             "per_fold": {str(fold): fold_counts[fold] for fold in sorted(fold_counts)},
             "per_class": per_class,
+            "copies": {str(size): count for size, count in sorted(copies.items())},
         },
         "image_stats": {
             "height": _stats(sizes["height"]),
@@ -125,6 +131,10 @@ def summary_text(manifest: dict, out: str, seconds: float) -> str:
         f"{total_bytes / 1e6:.1f} MB, to {out} in {seconds:.1f} s",
         f"records per fold: {manifest['counts']['per_fold']}",
     ]
+    if manifest.get("stored_sizes"):
+        copies = manifest["counts"]["copies"]
+        held = ", ".join(f"{size} px in {count}" for size, count in copies.items())
+        lines.append(f"copies (shorter side): {held} records")
     skipped = manifest["skipped"]
     if skipped:
         lines.append(f"skipped {len(skipped)} bad files:")

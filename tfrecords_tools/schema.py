@@ -18,13 +18,19 @@ class TFRecordsError(ValueError):
     bad images, an existing dataset in the output folder)."""
 
 
-def feature_types(task: str | None) -> dict[str, str]:
-    """Returns the feature keys and their types for a task (None: unlabelled, no `label`), as
-    written into the manifest."""
+def copy_key(size: int) -> str:
+    """The feature holding the re-encoded copy whose shorter side is `size` (`image_128`)."""
+    return f"image_{size}"
+
+
+def feature_types(task: str | None, sizes: Sequence[int] = ()) -> dict[str, str]:
+    """Returns the feature keys and their types for a task (None: unlabelled, no `label`) and
+    the stored copy sizes, as written into the manifest."""
+    copies = {copy_key(size): "bytes" for size in sizes}
     if task is None:
-        return {"image": "bytes", "id": "bytes", "fold": "int64"}
+        return {"image": "bytes", **copies, "id": "bytes", "fold": "int64"}
     label_type = "float_list" if task == "regression" else "int64_list"
-    return {"image": "bytes", "label": label_type, "id": "bytes", "fold": "int64"}
+    return {"image": "bytes", **copies, "label": label_type, "id": "bytes", "fold": "int64"}
 
 
 def shard_name(prefix: str, fold: int, index: int) -> str:
@@ -71,13 +77,18 @@ _KEYS = {key: _field(_F1, key.encode()) for key in ("id", "label", "fold", "imag
 
 def _map_entry(key: str, feature: bytes) -> bytes:
     """One `Features.feature` map entry (field 1): key (field 1) and `Feature` (field 2)."""
-    return _field(_F1, _KEYS[key] + _field(_F2, feature))
+    key_field = _KEYS.get(key) or _field(_F1, key.encode())
+    return _field(_F1, key_field + _field(_F2, feature))
 
 
 # `Feature` oneof field numbers: bytes_list 1, float_list 2, int64_list 3; each list holds its
 # values in field 1 (numeric lists packed).
 def _int64_feature(values: Sequence[int]) -> bytes:
     return _field(_F3, _field(_F1, b"".join(_varint(int(v)) for v in values)) if values else b"")
+
+
+def _bytes_feature(value: bytes) -> bytes:
+    return _field(_F1, _field(_F1, value))
 
 
 def _float_feature(values: Sequence[float]) -> bytes:
@@ -91,10 +102,13 @@ def example_prefix(
     sample_id: str,
     fold: int,
     task: str | None,
+    copies: Sequence[tuple[int, bytes]] = (),
 ) -> bytes:
     """Returns the serialized `tf.train.Example` of our record format up to the image bytes.
 
-    `task=None` writes an unlabelled record: no `label` feature at all (a test set).
+    `task=None` writes an unlabelled record: no `label` feature at all (a test set). `copies`
+    are `(size, JPEG bytes)` pairs stored as `image_<size>` features (smaller re-encodes of
+    the image, for a resolution curriculum); they are small, so they are copied in here.
 
     `example_prefix(len(image), ...) + image` is the whole record: the image feature comes
     last, so the writer never copies the image into a message. Written by hand because
@@ -104,6 +118,8 @@ def example_prefix(
     """
     label_entry = b"" if task is None else _label_entry(task, tuple(label))
     head = _id_entry(sample_id) + label_entry + _fold_entry(fold)
+    if copies:
+        head += b"".join(_map_entry(copy_key(size), _bytes_feature(data)) for size, data in copies)
     if 0x4000 <= image_size < 0x1FFF00:
         # Photos of 16 kB to 2 MB: every length below is a 3-byte varint, the whole entry's
         # header a fixed pattern (a third of the time of the general case, measured).
@@ -179,6 +195,7 @@ def make_example(
     sample_id: str,
     fold: int,
     task: str | None,
+    copies: Sequence[tuple[int, bytes]] = (),
 ) -> bytes:
     """Returns one serialized `tf.train.Example` in our record format (`task=None`: no label)."""
-    return example_prefix(len(image), label, sample_id, fold, task) + image
+    return example_prefix(len(image), label, sample_id, fold, task, copies) + image

@@ -6,6 +6,7 @@ import math
 import multiprocessing
 import os
 import sys
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 
@@ -38,6 +39,7 @@ class ShardJob:
     labels: list[list]
     resize: int | None
     quality: int
+    sizes: tuple[int, ...] = ()
 
 
 @dataclass
@@ -53,6 +55,7 @@ class ShardResult:
     heights: list[int] = field(default_factory=list)
     widths: list[int] = field(default_factory=list)
     formats: list[str] = field(default_factory=list)
+    copies: dict[int, int] = field(default_factory=dict)  # records holding each copy size
 
 
 def _stored_image(data: bytes, resize: int | None, quality: int) -> images.StoredImage:
@@ -70,14 +73,18 @@ def write_shard(job: ShardJob) -> ShardResult:
         with RecordFile(temporary) as writer:
             for i, path in enumerate(job.paths):
                 try:
-                    stored = _stored_image(images.read_bytes(path), job.resize, job.quality)
+                    data = images.read_bytes(path)
+                    stored = _stored_image(data, job.resize, job.quality)
+                    copies = images.make_copies(data, stored, job.sizes, job.quality)
                 except images.BadImageError as error:
                     result.skipped.append({"path": job.shown_paths[i], "reason": str(error)})
                     continue
                 head = example_prefix(
-                    len(stored.data), job.labels[i], job.ids[i], job.fold, job.task
+                    len(stored.data), job.labels[i], job.ids[i], job.fold, job.task, copies
                 )
                 writer.write(head, stored.data)
+                for size, _ in copies:
+                    result.copies[size] = result.copies.get(size, 0) + 1
                 result.rows.append(job.rows[i])
                 result.heights.append(stored.height)
                 result.widths.append(stored.width)
@@ -95,22 +102,28 @@ def write_shard(job: ShardJob) -> ShardResult:
     return result
 
 
-def estimate_record_bytes(table: SourceTable, resize: int | None, quality: int, seed: int) -> float:
-    """Mean stored bytes per image, from a sample (a stat per file, or a re-encode if resizing)."""
+def estimate_record_bytes(
+    table: SourceTable, resize: int | None, quality: int, seed: int, sizes: Sequence[int] = ()
+) -> float:
+    """Mean stored bytes per record, from a sample (a stat per file, or a re-encode when
+    resizing or making copies)."""
     rng = np.random.default_rng(seed)
-    count = _SIZE_SAMPLE if resize is None else _RESIZE_SAMPLE
+    encode = resize is not None or bool(sizes)
+    count = _RESIZE_SAMPLE if encode else _SIZE_SAMPLE
     sample = rng.permutation(len(table.paths))[:count]
-    sizes = []
+    lengths = []
     for row in sample:
         try:
-            if resize is None:
-                sizes.append(tf.io.gfile.stat(table.paths[row]).length)
+            if not encode:
+                lengths.append(tf.io.gfile.stat(table.paths[row]).length)
             else:
                 data = images.read_bytes(table.paths[row])
-                sizes.append(len(_stored_image(data, resize, quality).data))
+                stored = _stored_image(data, resize, quality)
+                copies = images.make_copies(data, stored, sizes, quality)
+                lengths.append(len(stored.data) + sum(len(copy) for _, copy in copies))
         except (tf.errors.NotFoundError, images.BadImageError):
             continue
-    return float(np.mean(sizes)) + _RECORD_OVERHEAD if sizes else 0.0
+    return float(np.mean(lengths)) + _RECORD_OVERHEAD if lengths else 0.0
 
 
 def plan_shards(
@@ -142,6 +155,7 @@ def make_jobs(
     prefix: str,
     resize: int | None,
     quality: int,
+    sizes: Sequence[int] = (),
 ) -> list[ShardJob]:
     """Returns one `ShardJob` per planned shard, carrying only its own rows' paths and labels."""
     jobs = []
@@ -160,6 +174,7 @@ def make_jobs(
                 labels=[table.labels[r] for r in rows],
                 resize=resize,
                 quality=quality,
+                sizes=tuple(sizes),
             )
         )
     return jobs

@@ -72,6 +72,7 @@ def _check_options(
     resize: int | None,
     quality: int,
     max_bad: float,
+    sizes: Sequence[int],
 ) -> None:
     if (csv is None) == (from_folder is None):
         raise TFRecordsError("give exactly one source: csv=... (--csv) or from_folder=...")
@@ -84,6 +85,10 @@ def _check_options(
         (shard_mb > 0, f"shard_mb must be positive; received shard_mb={shard_mb}"),
         (resize is None or resize >= 1, f"resize must be a positive size; received {resize}"),
         (1 <= quality <= 100, f"quality must be in 1..100; received quality={quality}"),
+        (
+            all(isinstance(s, int) and s >= 1 for s in sizes) and len(set(sizes)) == len(sizes),
+            f"sizes (--sizes) must be distinct positive sizes in pixels; received {list(sizes)}",
+        ),
         (0 <= max_bad <= 1, f"max_bad is a fraction in [0, 1]; received max_bad={max_bad}"),
     ]
     for ok, message in checks:
@@ -109,6 +114,7 @@ def write_records(
     shard_mb: float = 100.0,
     resize: int | None = None,
     quality: int = 95,
+    sizes: Sequence[int] | None = None,
     overwrite: bool = False,
     max_bad: float = 0.01,
     prefix: str = "train",
@@ -150,7 +156,11 @@ def write_records(
         shard_mb: target shard size in megabytes.
         resize: when set, the longer side is scaled to this many pixels and the image is
             re-encoded as JPEG; when None the original bytes are stored.
-        quality: JPEG quality of re-encoded images.
+        quality: JPEG quality of re-encoded images and copies.
+        sizes: also store, next to each JPEG image, re-encoded JPEG copies whose shorter side
+            is each of these sizes (aspect kept; a size not below the image's shorter side is
+            left out, never upscaled), as `image_<size>` features; `build_dataset` decodes the
+            smallest copy that covers what it needs (a resolution curriculum's small stages).
         overwrite: replace a dataset already in `out`.
         max_bad: largest tolerated fraction of bad images.
         prefix: shard file name prefix.
@@ -160,7 +170,8 @@ def write_records(
         The manifest, as written to `<out>/manifest.json`.
     """
     start = time.perf_counter()
-    _check_options(csv, from_folder, folds, workers, shard_mb, resize, quality, max_bad)
+    sizes = sorted(sizes or ())
+    _check_options(csv, from_folder, folds, workers, shard_mb, resize, quality, max_bad, sizes)
     if from_folder is not None and label_cols is None:
         raise TFRecordsError("a folder tree's sub-folders are its labels: --no-labels is for --csv")
     to_replace = _check_out(out, prefix, overwrite)
@@ -189,6 +200,7 @@ def write_records(
         "shard_mb": shard_mb,
         "resize": resize,
         "quality": quality,
+        "sizes": sizes,
         "seed": seed,
         "folds": folds,
         "fold_method": describe_folds(table.task, table.groups is not None) if folds else None,
@@ -201,10 +213,10 @@ def write_records(
         "id_col": id_col,
         "group_col": group_col,
     }
-    record_bytes = estimate_record_bytes(table, resize, quality, seed)
+    record_bytes = estimate_record_bytes(table, resize, quality, seed, sizes)
     plan = plan_shards(fold_of, record_bytes, shard_mb, workers, seed)
     staging = make_staging(out)
-    jobs = make_jobs(table, plan, staging, prefix, resize, quality)
+    jobs = make_jobs(table, plan, staging, prefix, resize, quality, sizes)
     try:
         results = run_jobs(jobs, workers, max_bad, len(table.paths), progress)
         manifest = _finish(staging, table, fold_of, folds or 0, results, options, max_bad)
@@ -242,6 +254,7 @@ def _finish(
         "height": [h for r in results for h in r.heights],
         "width": [w for r in results for w in r.widths],
         "format": [f for r in results for f in r.formats],
+        "copies": {s: sum(r.copies.get(s, 0) for r in results) for s in options["sizes"]},
     }
     manifest = build_manifest(table, fold_of, num_folds, written, shards, skipped, sizes, options)
     save_outputs(out, manifest, folds_csv_bytes(table, fold_of, written))

@@ -192,10 +192,10 @@ def test_killed_worker_leaves_no_complete_looking_file(make_digits, tmp_path, mo
     out = tmp_path / "out"
     real_prefix = shards_module.example_prefix
 
-    def dying_prefix(size, label, sample_id, fold, task):
+    def dying_prefix(size, label, sample_id, fold, task, *copies):
         if fold == 2 and sample_id.endswith("5"):
             os._exit(1)  # a killed worker: no exception, no cleanup of its own
-        return real_prefix(size, label, sample_id, fold, task)
+        return real_prefix(size, label, sample_id, fold, task, *copies)
 
     monkeypatch.setattr(shards_module, "example_prefix", dying_prefix)
     with pytest.raises(Exception, match="terminated abruptly"):
