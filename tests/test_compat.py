@@ -48,10 +48,14 @@ def test_missing_tfimm_prints_the_install_command(tmp_path):
         "import importlib.util, sys\n"
         "real = importlib.util.find_spec\n"
         "importlib.util.find_spec = lambda n, *a: None if n == 'tfimm' else real(n, *a)\n"
-        "import kerastricks\n"
+        "import kerastricks.schedules\n"  # a single trick needs TensorFlow only
+        "print('schedules imported')\n"
+        "import kerastricks.models\n"
+        "kerastricks.models.create_backbone\n"
     )
     result = run_python(code)
     assert result.returncode != 0
+    assert "schedules imported" in result.stdout
     assert "pip install --no-deps --ignore-requires-python tfimm==0.2.14" in result.stderr
 
 

@@ -6,12 +6,16 @@ import dataclasses
 import difflib
 from typing import Any
 
-import tensorflow as tf
-import tfimm
-from tfimm.models.registry import is_model, model_class, model_config
+from kerastricks._compat import ensure_tfimm
 
-import kerastricks  # noqa: F401  (selects tf-keras before TensorFlow is imported)
-from kerastricks.models.weights import load_backbone_weights
+# The one place tfimm is checked: every model builder imports this module first.
+ensure_tfimm()
+
+import tensorflow as tf  # noqa: E402
+import tfimm  # noqa: E402
+from tfimm.models.registry import is_model, model_class, model_config  # noqa: E402
+
+from kerastricks.models.weights import load_backbone_weights  # noqa: E402
 
 # Pretrained downloads need the network and, for most tfimm models, timm + torch.
 _OFFLINE_HINT = (

@@ -195,3 +195,35 @@ def build_classifier(
         logits
     )
     return tf.keras.Model(images, logits, name=name or f"{backbone.cfg.name}_classifier")
+
+
+def create_model(
+    name: str,
+    num_classes: int,
+    weights: str | None = None,
+    *,
+    head: HeadConfig | dict[str, Any] | None = None,
+    input_size: int | tuple[int, int] | None = None,
+    **tfimm_kwargs: Any,
+) -> tf.keras.Model:
+    """A tfimm backbone with a new head in one call, as `timm.create_model(name,
+    num_classes=..., pretrained=...)`: `create_backbone` then `build_classifier`.
+
+    Example:
+
+    ```python
+    model = create_model("resnet18", num_classes=10, weights="resnet18.safetensors")
+    logits = model(tf.zeros([2, 64, 64, 3]))  # float32 [2, 10], from [0, 255] pixels
+    ```
+
+    Args:
+        name: tfimm model name (see `list_backbones`).
+        num_classes: number of logits (classes, or regression targets).
+        weights: the backbone's weights: None (random init), ``"pretrained"`` or a local
+            file (see `create_backbone`).
+        head: `HeadConfig` or a dict of its fields; None for the defaults.
+        input_size: image size (int or (height, width)); transformers run at this size only.
+        **tfimm_kwargs: tfimm config overrides (e.g. ``drop_path_rate=0.1``).
+    """
+    backbone = create_backbone(name, weights, input_size=input_size, **tfimm_kwargs)
+    return build_classifier(backbone, num_classes, head, input_size=input_size)
