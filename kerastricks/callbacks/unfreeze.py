@@ -91,7 +91,7 @@ class GradualUnfreeze(tf.keras.callbacks.Callback):
         self.every = every
         self.initial_lr_ratio = initial_lr_ratio
         self.verbose = verbose
-        self.groups: list[list[tf.keras.layers.Layer]] = []
+        self.groups: list[Any] = []  # kerastricks.models.LayerGroup
         self.group_names: list[str] = []
         self.unfrozen = 0
         self.changes: list[tuple[int, int]] = []
@@ -119,13 +119,14 @@ class GradualUnfreeze(tf.keras.callbacks.Callback):
         build_optimizer(optimizer, candidates)
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        from kerastricks.models.groups import freeze_groups
+
         count = self.count_at(epoch)
         if count == self.unfrozen:
             return
         first = len(self.groups) - count
-        for index, group in enumerate(self.groups):
-            for layer in group:
-                layer.trainable = index >= first
+        # The stages' engine: layers and model-level variables (ViT's pos_embed, cls_token).
+        freeze_groups(self.groups, count)
         if self.unfrozen and self.initial_lr_ratio is not None:
             newly = range(len(self.groups) - count, len(self.groups) - self.unfrozen)
             ratio = self.initial_lr_ratio
@@ -141,13 +142,19 @@ class GradualUnfreeze(tf.keras.callbacks.Callback):
 
 def _resolve_groups(
     spec: Sequence[Any] | int, model: tf.keras.Model
-) -> tuple[list[list[tf.keras.layers.Layer]], list[str]]:
-    if isinstance(spec, int):
-        from kerastricks.models import layer_groups
+) -> tuple[list[Any], list[str]]:
+    """The groups as `LayerGroup`s (those of `layer_groups` kept whole, with their loose
+    variables), and their names."""
+    from kerastricks.models.groups import LayerGroup, layer_groups
 
+    if isinstance(spec, int):
         spec = layer_groups(model, spec)
     groups, names = [], []
     for index, entry in enumerate(spec):
+        if isinstance(entry, LayerGroup):
+            groups.append(entry)
+            names.append(entry.name)
+            continue
         if isinstance(entry, tf.keras.layers.Layer):
             layers = [entry]
         else:
@@ -157,8 +164,9 @@ def _resolve_groups(
                 f"GradualUnfreeze group {index} must be a non-empty list of Keras layers or "
                 f"have `.layers`; received {entry!r}."
             )
-        groups.append(layers)
-        names.append(getattr(entry, "name", None) or f"group{index}")
+        name = getattr(entry, "name", None) or f"group{index}"
+        groups.append(LayerGroup(name, layers))
+        names.append(name)
     return groups, names
 
 

@@ -153,3 +153,27 @@ def test_new_group_gets_a_tenth_of_the_head_multiplier():
     model.compile(optimizer=optimizer, loss="mse")
     model.fit(data(), epochs=2, verbose=0, callbacks=[GradualUnfreeze(groups, {1: 2})])
     np.testing.assert_allclose(get_lr_multipliers(optimizer), [1.0, 0.2, 2.0])
+
+
+def test_callback_and_stages_freeze_the_same_variables_of_a_vit():
+    # One engine (kerastricks.models.freeze_groups): the callback freezes ViT's model-level
+    # pos_embed and cls_token with the stem, as a stage's `unfreeze` does.
+    from kerastricks.models import build_classifier, layer_groups, set_trainable
+
+    model = build_classifier("vit_tiny_patch16_224", 3, input_size=32)
+    groups = layer_groups(model, 3)
+    model.compile(optimizer=tf.keras.optimizers.Adam(1e-3), loss="mse")
+    callback = GradualUnfreeze(groups, {0: 1, 1: 2})
+    callback.set_model(model)
+    callback.on_train_begin()
+    for epoch, count in [(0, 1), (1, 2)]:
+        callback.on_epoch_begin(epoch)
+        by_callback = [v.name for v in model.trainable_variables]
+        set_trainable(model, groups, count)
+        assert [v.name for v in model.trainable_variables] == by_callback
+    set_trainable(model, groups, "all")
+    callback.on_epoch_begin(0)
+    frozen = {v.name.split("/")[-1] for v in model.weights} - {
+        v.name.split("/")[-1] for v in model.trainable_variables
+    }
+    assert {"pos_embed:0", "cls_token:0"} <= frozen
