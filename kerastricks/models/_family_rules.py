@@ -78,6 +78,121 @@ FAMILY_RULES: dict[str, tuple[StageRule, ...]] = {
     "convmixer": (_BLOCKS,),
 }
 
+# timm's `param_groups_layer_decay` ranks parameters by `group_matcher(coarse=False)`: a key
+# per parameter name (stem, then block indices), keys sorted, one depth per key, except that a
+# key ending in this marker (timm's MATCH_PREV_GROUP) shares the depth of the key before it.
+JOIN_PREVIOUS = 99999
+
+
+@dataclass(frozen=True)
+class DepthRule:
+    """A regex on a timm parameter name (as tfimm converts it) that gives its depth key.
+
+    The key is ``(rank, first index + shift, other indices..., *suffix)``; names that no rule
+    of the family matches sort last, with the classifier, as in timm.
+
+    Args:
+        pattern: regex; its groups are the block indices.
+        rank: 0 for the stem, 1 for blocks (the matcher's position in timm's dict).
+        suffix: appended to the key: ``(0,)`` files a downsample layer with its stage's
+            first block, ``(JOIN_PREVIOUS,)`` a final norm with the last block.
+        shift: added to the first index, or a function of all the model's names that gives
+            it (where tfimm ports an older timm layout, or timm's matcher counts blocks).
+    """
+
+    pattern: str
+    rank: int
+    suffix: tuple[int, ...] = ()
+    shift: int | Callable[[list[str]], int] = 0
+
+    def key(self, name: str, names: list[str]) -> tuple[float, ...] | None:
+        found = re.match(self.pattern, name)
+        if found is None:
+            return None
+        indices = [int(index) for index in found.groups()]
+        if indices:
+            shift = self.shift(names) if callable(self.shift) else self.shift
+            indices[0] += shift
+        return tuple(float(part) for part in (self.rank, *indices, *self.suffix))
+
+
+def _cait_token_only_shift(names: list[str]) -> int:
+    # CaiT's class-attention blocks share the depth of the last self-attention blocks.
+    def count(prefix: str) -> int:
+        return len({name.split(".")[1] for name in names if name.startswith(prefix)})
+
+    return count("blocks.") - count("blocks_token_only.")
+
+
+_FINAL_NORM = DepthRule(r"^norm\.", 1, (JOIN_PREVIOUS,))
+_EACH_BLOCK = DepthRule(r"^blocks\.(\d+)\.", 1)
+_VIT_DEPTHS = (
+    DepthRule(r"^(?:cls_token|reg_token|pos_embed|patch_embed|norm_pre)", 0),
+    _EACH_BLOCK,
+    _FINAL_NORM,
+)
+
+# Our own transcription of timm 1.0.31's group_matcher(coarse=False) for each family that
+# has one, on the names tfimm's weight conversion gives; tests/models/
+# test_layer_decay_timm.py checks every parameter's LR against timm's own numbers.
+# pit, poolformer and pvt are missing: timm has no group_matcher for them.
+DEPTH_RULES: dict[str, tuple[DepthRule, ...]] = {
+    "resnet": (
+        DepthRule(r"^(?:conv1|bn1)\.", 0),
+        DepthRule(r"^layer(\d+)\.(\d+)\.", 1),
+    ),
+    "efficientnet": (
+        DepthRule(r"^(?:conv_stem|bn1)\.", 0),
+        DepthRule(r"^blocks\.(\d+)\.(\d+)\.", 1),
+        DepthRule(r"^(?:conv_head|bn2)\.", 1, (JOIN_PREVIOUS,)),
+    ),
+    "convnext": (
+        DepthRule(r"^stem\.", 0),
+        DepthRule(r"^stages\.(\d+)\.downsample\.", 1, (0,)),
+        DepthRule(r"^stages\.(\d+)\.blocks\.(\d+)\.", 1),
+        DepthRule(r"^norm_pre\.", 1, (JOIN_PREVIOUS,)),
+    ),
+    "resnetv2": (
+        DepthRule(r"^stem\.", 0),
+        DepthRule(r"^stages\.(\d+)\.blocks\.(\d+)\.", 1),
+        _FINAL_NORM,
+    ),
+    "vgg": (
+        DepthRule(r"^features\.0\.", 0),
+        DepthRule(r"^features\.(\d+)\.", 1),
+    ),
+    "vit": _VIT_DEPTHS,
+    "vit_hybrid": _VIT_DEPTHS,
+    "cait": (
+        DepthRule(r"^(?:cls_token|pos_embed|patch_embed)", 0),
+        _EACH_BLOCK,
+        DepthRule(r"^blocks_token_only\.(\d+)\.", 1, shift=_cait_token_only_shift),
+        _FINAL_NORM,
+    ),
+    "swin": (
+        DepthRule(r"^patch_embed\.", 0),
+        # tfimm ends stage i with its patch merging; timm 1.0.31 opens stage i + 1 with it.
+        DepthRule(r"^layers\.(\d+)\.downsample\.", 1, (0,), shift=1),
+        DepthRule(r"^layers\.(\d+)\.blocks\.(\d+)\.", 1),
+        _FINAL_NORM,
+    ),
+    "pvt_v2": (
+        # tfimm keeps the old names patch_embed{k}, block{k}, norm{k}; timm 1.0.31 has
+        # patch_embed and stages.{k - 1}, one depth per stage.
+        DepthRule(r"^patch_embed1\.", 0),
+        DepthRule(r"^(?:patch_embed|block|norm)(\d+)\.", 1, shift=-1),
+    ),
+    "mlp_mixer": (
+        DepthRule(r"^stem\.", 0),
+        _EACH_BLOCK,
+        _FINAL_NORM,
+    ),
+    "convmixer": (
+        DepthRule(r"^stem\.", 0),
+        _EACH_BLOCK,
+    ),
+}
+
 # One small model per family: the docs show their groups, a slow test builds them all.
 FAMILY_EXAMPLES: dict[str, str] = {
     "resnet": "resnet18",
