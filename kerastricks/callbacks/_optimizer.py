@@ -1,4 +1,4 @@
-"""Optimizer plumbing shared by the callbacks: the inner optimizer, building slots up front."""
+"""Optimizer plumbing shared by the callbacks: building slots up front, settable LRs."""
 
 from __future__ import annotations
 
@@ -6,14 +6,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-
-def innermost_optimizer(optimizer: tf.keras.optimizers.Optimizer) -> tf.keras.optimizers.Optimizer:
-    """The optimizer that holds the hyperparameters: through `LossScaleOptimizer` and wrappers
-    with an `inner_optimizer` (e.g. Lookahead)."""
-    current = optimizer
-    while hasattr(current, "inner_optimizer"):
-        current = current.inner_optimizer
-    return current
+from kerastricks.optim.inner import innermost_optimizer
 
 
 def is_built(optimizer: tf.keras.optimizers.Optimizer) -> bool:

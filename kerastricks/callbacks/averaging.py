@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from kerastricks.callbacks._optimizer import innermost_optimizer
+from kerastricks.optim.inner import innermost_optimizer
 
 _BATCH_NORM = tf.keras.layers.BatchNormalization.__mro__[1]  # also SyncBatchNormalization
 # One traced statistics step per model, so that SWA's per-epoch BN update does not retrace.

@@ -9,12 +9,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from kerastricks.callbacks._optimizer import (
-    build_optimizer,
-    innermost_optimizer,
-    learning_rate_is_settable,
-)
+from kerastricks.callbacks._optimizer import build_optimizer, learning_rate_is_settable
 from kerastricks.callbacks.lr_suggestions import get_suggestion, suggest_lrs
+from kerastricks.optim.inner import innermost_optimizer
 
 
 class LRFinder(tf.keras.callbacks.Callback):

@@ -7,7 +7,7 @@ from typing import Any
 import tensorflow as tf
 
 from kerastricks._mixins import with_mixin
-from kerastricks.callbacks._optimizer import innermost_optimizer
+from kerastricks.optim.inner import innermost_optimizer
 
 
 class _FloatConfigMixin:

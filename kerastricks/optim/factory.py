@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from kerastricks.optim.lamb import LAMB
 from kerastricks.optim.lookahead import Lookahead
-from kerastricks.optim.multipliers import _collect_variables, _innermost_optimizer
+from kerastricks.optim.multipliers import _collect_variables, _new_style_inner
 from kerastricks.optim.radam import RectifiedAdam
 
 _BASE_KWARGS = (
@@ -154,7 +154,7 @@ def exclude_bias_and_norm_from_decay(
     Returns:
         The variables excluded by this call.
     """
-    target = _innermost_optimizer(optimizer)
+    target = _new_style_inner(optimizer)
     if getattr(target, "_built", False):
         raise ValueError(
             f"Optimizer {target.name!r} is already built; weight-decay exclusion must be set "

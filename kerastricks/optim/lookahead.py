@@ -34,9 +34,6 @@ class Lookahead(tf.keras.optimizers.Optimizer):
         **kwargs: base optimizer arguments (`jit_compile`...).
     """
 
-    # Tells `with_lr_multipliers` to make the inner optimizer multiplier-aware.
-    _wraps_inner_update = True
-
     def __init__(
         self,
         optimizer: tf.keras.optimizers.Optimizer | str,

@@ -16,6 +16,7 @@ from typing import Any
 import tensorflow as tf
 
 from kerastricks._mixins import with_mixin
+from kerastricks.optim.inner import innermost_optimizer
 
 _MULTIPLIER_ATTR = "_lr_multipliers"
 _GROUP_INDEX_ATTR = "_lr_group_index"
@@ -130,7 +131,7 @@ def with_lr_multipliers(
     Returns:
         The same optimizer object, now multiplier-aware.
     """
-    target = _innermost_optimizer(optimizer)
+    target = _new_style_inner(optimizer)
     if len(var_groups) != len(multipliers):
         raise ValueError(
             f"with_lr_multipliers got {len(var_groups)} variable groups but "
@@ -281,16 +282,9 @@ def _update_is_linear_in_lr(optimizer) -> bool:
     return base.__name__ in _LR_LINEAR_WITHOUT_MOMENTUM and not getattr(optimizer, "momentum", 0)
 
 
-def _innermost_optimizer(optimizer):
-    """The optimizer that applies updates: through LossScaleOptimizer and Lookahead."""
-    current = optimizer
-    while True:
-        if isinstance(current, tf.keras.mixed_precision.LossScaleOptimizer):
-            current = current.inner_optimizer
-        elif getattr(current, "_wraps_inner_update", False):
-            current = current.inner_optimizer
-        else:
-            break
+def _new_style_inner(optimizer):
+    """The innermost optimizer (`innermost_optimizer`), which must be a new-style one."""
+    current = innermost_optimizer(optimizer)
     if not isinstance(current, tf.keras.optimizers.Optimizer):
         raise TypeError(
             f"LR multipliers need a tf.keras (new-style) optimizer; got {type(current).__name__}."
@@ -300,7 +294,7 @@ def _innermost_optimizer(optimizer):
 
 
 def _multiplier_variable(optimizer) -> tf.Variable:
-    target = _innermost_optimizer(optimizer)
+    target = _new_style_inner(optimizer)
     variable = getattr(target, _MULTIPLIER_ATTR, None)
     if variable is None:
         raise ValueError(
