@@ -258,3 +258,33 @@ def test_loading_a_bad_config_does_not_import_tensorflow(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_every_named_choice_is_a_literal_in_the_schema_and_checked_from_it():
+    import dataclasses
+
+    from kerastricks.config import validate
+    from kerastricks.config.validate import check_choices
+
+    config = from_dict({})
+    # A config built in code (no YAML) is checked by the same typed choices.
+    bad = dataclasses.replace(config, pseudo=dataclasses.replace(config.pseudo, mode="pooledd"))
+    with pytest.raises(ConfigError, match=r"pseudo.mode: unknown value 'pooledd'; did you mean"):
+        validate(bad)
+    stage = dataclasses.replace(config.train.stages[0], unfreeze="heads")
+    with pytest.raises(ConfigError, match=r"train.stages.0.unfreeze: unknown value 'heads'"):
+        check_choices(dataclasses.replace(config.train, stages=[stage]), "train")
+    check_choices(dataclasses.replace(config.train.stages[0], unfreeze=2), "stage")  # an int
+    with pytest.raises(ConfigError, match="data.prepare"):
+        from_dict({"data": {"prepare": "digit"}})
+    assert from_dict({"data": {"prepare": None}}).data.prepare is None
+
+
+def test_one_head_config_for_yaml_and_models():
+    from kerastricks.config import HeadConfig
+    from kerastricks.models import HeadConfig as ModelsHeadConfig
+
+    assert ModelsHeadConfig is HeadConfig
+    assert from_dict({"model": {"head": {"hidden_activation": "gelu"}}}).model.head == HeadConfig(
+        hidden_activation="gelu"
+    )

@@ -17,7 +17,7 @@ import dataclasses
 import difflib
 import types
 import typing
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 import yaml
 
@@ -226,6 +226,9 @@ def _check(hint: Any, value: Any, path: str) -> Any:
         raise _type_error(path, value, " or ".join(_hint_name(o) for o in options))
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, path)
+    if origin is Literal:
+        # Only the type here: `validate` checks the name against the choices.
+        return _check_scalar(type(typing.get_args(hint)[0]), value, path)
     if origin is list:
         if not isinstance(value, list):
             raise _type_error(path, value, _hint_name(hint))

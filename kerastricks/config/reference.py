@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
+import types
 import typing
 from typing import Any
 
@@ -36,6 +37,12 @@ def argument_docs(cls: type) -> dict[str, str]:
 
 
 def _type_text(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        return " \\| ".join("None" if o is type(None) else _type_text(o) for o in options)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(f"`{name}`" for name in typing.get_args(hint))
     text = str(hint).replace("typing.", "").replace("kerastricks.config.schema.", "")
     text = re.sub(r"<class '(\w+)'>", r"\1", text)
     return text.replace("NoneType", "null").replace("|", "\\|")

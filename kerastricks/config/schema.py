@@ -1,13 +1,29 @@
 """The run configuration schema: a tree of typed dataclasses with defaults.
 
-tfimm's habit: typed configs, validated in one place (`kerastricks.config.load`). Each class's
+tfimm's habit: typed configs, validated in one place (`kerastricks.config.validate`). A key
+with a fixed set of names is typed `Literal[...]` of that set (`kerastricks.config.names`):
+the schema says the choices, `validate` checks every such key from its type. Each class's
 `Args:` section documents its keys; the README's YAML reference is generated from it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+from kerastricks.config.names import (
+    DATASETS,
+    LOSSES,
+    POOLINGS,
+    PRECISIONS,
+    PREDICT_TARGETS,
+    PREDICT_WEIGHTS,
+    PSEUDO_MODES,
+    RECIPES,
+    RESIZE_POLICIES,
+    STRATEGIES,
+    UNFREEZE,
+)
 
 
 @dataclass
@@ -33,11 +49,11 @@ class DataConfig:
     """
 
     records: str = "data/digits/tfrecords"
-    prepare: str | None = None
+    prepare: Literal[DATASETS] | None = None
     keys: dict[str, str] | None = None
     num_classes: int | None = None
     val_fold: int = 0
-    resize: str = "squash"
+    resize: Literal[RESIZE_POLICIES] = "squash"
     cache: bool | str = False
     deterministic: bool | None = None
     extra_records: str | None = None
@@ -49,15 +65,21 @@ class DataConfig:
 class HeadConfig:
     """The new head on top of the backbone (its input size is inferred).
 
+    The one definition, for the YAML config and `kerastricks.models.build_classifier`.
+
     Args:
-        pooling: `avg`, `max` or `avgmax`.
-        dropout: dropout rate before the logits.
+        pooling: `avg`, `max` or `avgmax` (timm: the mean of both) over the backbone's spatial
+            features. Backbones that pool inside (a transformer's class token) ignore it;
+            `avg` uses the backbone's own pooling, exactly as timm does.
+        dropout: dropout rate before the logits (0.2: timm's EfficientNet default).
         hidden: size of an optional hidden Dense layer; null for none.
+        hidden_activation: activation of the hidden layer (a Keras activation name).
     """
 
-    pooling: str = "avg"
+    pooling: Literal[POOLINGS] = "avg"
     dropout: float = 0.2
     hidden: int | None = None
+    hidden_activation: str = "relu"
 
 
 @dataclass
@@ -118,7 +140,7 @@ class StageConfig:
 
     epochs: int = 1
     image_size: int = 32
-    unfreeze: str | int = "all"
+    unfreeze: Literal[UNFREEZE] | int = "all"
     lr: float = 1e-3
     schedule: str = "one_cycle"
     schedule_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -142,7 +164,7 @@ class RecipeConfig:
         lr: `progressive`: peak LR of every stage.
     """
 
-    name: str = "fine_tune"
+    name: Literal[RECIPES] = "fine_tune"
     epochs: int = 1
     image_size: int = 32
     freeze_epochs: int = 1
@@ -192,15 +214,15 @@ class TrainConfig:
     batch_size: int = 64
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     label_smoothing: float = 0.1
-    loss: str = "auto"
+    loss: Literal[LOSSES] = "auto"
     focal_gamma: float = 2.0
     focal_alpha: float | None = None
     lr_mult: dict[str, Any] | list[float] | None = None
     groups: int | None = None
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
     recipe: RecipeConfig | None = None
-    strategy: str = "auto"
-    precision: str = "auto"
+    strategy: Literal[STRATEGIES] = "auto"
+    precision: Literal[PRECISIONS] = "auto"
     jit_compile: str | bool = "auto"
     steps_per_execution: int = 1
     steps_per_epoch: int | None = None
@@ -255,10 +277,10 @@ class PredictConfig:
             written from (their `folds.csv`), else the records' order.
     """
 
-    weights: str = "best"
+    weights: Literal[PREDICT_WEIGHTS] = "best"
     id_column: str = "id"
     target_column: str = "label"
-    target: str = "class_name"
+    target: Literal[PREDICT_TARGETS] = "class_name"
     sample_submission: str | None = None
 
 
@@ -285,7 +307,7 @@ class PseudoConfig:
     top_k: int | None = None
     soft: bool = False
     weight: float = 1.0
-    mode: str = "per_fold"
+    mode: Literal[PSEUDO_MODES] = "per_fold"
 
 
 @dataclass

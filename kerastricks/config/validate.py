@@ -9,28 +9,19 @@ Each error names the key path, the value received and what is expected.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
+import types
+import typing
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, Union
 
-from kerastricks.config.names import (
-    DATASETS,
-    LOSSES,
-    POOLINGS,
-    PRECISIONS,
-    PREDICT_TARGETS,
-    PREDICT_WEIGHTS,
-    PSEUDO_MODES,
-    RECIPES,
-    RESIZE_POLICIES,
-    STRATEGIES,
-    UNFREEZE,
-    check_tta_transform,
-)
+from kerastricks.config.names import check_tta_transform
 from kerastricks.config.schema import (
     Config,
     DataConfig,
+    HeadConfig,
     ModelConfig,
     PseudoConfig,
     RecipeConfig,
@@ -51,6 +42,7 @@ def validate(config: Config) -> None:
     Raises:
         ConfigError: naming the first bad key, its value and what is expected.
     """
+    check_choices(config, "")
     for path in ("name", "output"):
         _non_empty(path, getattr(config, path))
     at_least("seed", config.seed, 0)
@@ -71,8 +63,6 @@ def validate(config: Config) -> None:
         except ValueError as error:
             raise ConfigError(f"tta.transforms.{i}: {error}") from None
     in_range("tta.beta", config.tta.beta, 0.0, 1.0)
-    check_choice("predict.weights", config.predict.weights, PREDICT_WEIGHTS)
-    check_choice("predict.target", config.predict.target, PREDICT_TARGETS)
     _non_empty("predict.id_column", config.predict.id_column)
     _non_empty("predict.target_column", config.predict.target_column)
     _check_pseudo(config.pseudo)
@@ -83,15 +73,47 @@ def check_stage(stage: StageConfig, path: str) -> None:
     at_least(f"{path}.epochs", stage.epochs, 1)
     at_least(f"{path}.image_size", stage.image_size, MIN_IMAGE_SIZE, unit=" px")
     _positive(f"{path}.lr", stage.lr)
+    check_choices(stage, path)
     unfreeze = stage.unfreeze
-    if (isinstance(unfreeze, str) and unfreeze not in UNFREEZE) or (
-        isinstance(unfreeze, int) and unfreeze < 1
-    ):
+    if isinstance(unfreeze, int) and unfreeze < 1:
         raise ConfigError(
             f"{path}.unfreeze: expected 'head', 'all' or a number of groups >= 1, got {unfreeze!r}"
         )
     _check_lr_mult(f"{path}.lr_mult", stage.lr_mult)
     at_least(f"{path}.batch_size", stage.batch_size, 1)
+
+
+def check_choices(section: Any, path: str) -> None:
+    """Checks every key of a config section (and the sections in it) whose schema type is a
+    `Literal[...]` of names: its value must be one of them (or null, an int, ... where the
+    type allows that too)."""
+    hints = typing.get_type_hints(type(section))
+    for item in dataclasses.fields(section):
+        value = getattr(section, item.name)
+        full = f"{path}.{item.name}" if path else item.name
+        values = value if isinstance(value, list) else [value]
+        for index, entry in enumerate(values):
+            if dataclasses.is_dataclass(entry):
+                check_choices(entry, f"{full}.{index}" if isinstance(value, list) else full)
+        choices, others = _literal_choices(hints[item.name])
+        if choices and not _is_one_of(value, others):
+            check_choice(full, value, choices)
+
+
+def _literal_choices(hint: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """The names of a `Literal[...]` type (alone or in a union) and the union's other types."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else ()
+    options = options or (hint,)
+    literals = [o for o in options if typing.get_origin(o) is Literal]
+    others = tuple(o for o in options if typing.get_origin(o) is not Literal)
+    return (typing.get_args(literals[0]) if literals else ()), others
+
+
+def _is_one_of(value: Any, types_: tuple[Any, ...]) -> bool:
+    if value is None:
+        return type(None) in types_
+    plain = tuple(t for t in types_ if isinstance(t, type) and t is not type(None))
+    return isinstance(value, plain) and not isinstance(value, (bool, str))
 
 
 def check_choice(path: str, value: Any, choices: Sequence[str]) -> None:
@@ -141,14 +163,8 @@ def _non_empty(path: str, value: str | None) -> None:
 def _check_data(data: DataConfig) -> None:
     for path in ("records", "extra_records", "unlabeled", "test"):
         _non_empty(f"data.{path}", getattr(data, path))
-    if data.prepare is not None and data.prepare not in DATASETS:
-        raise ConfigError(
-            f"data.prepare: unknown value {data.prepare!r}; choose one of {list(DATASETS)} or "
-            "null (your own records)"
-        )
     at_least("data.num_classes", data.num_classes, 1)
     at_least("data.val_fold", data.val_fold, 0)
-    check_choice("data.resize", data.resize, RESIZE_POLICIES)
     if isinstance(data.cache, str):
         _non_empty("data.cache", data.cache)
 
@@ -156,9 +172,15 @@ def _check_data(data: DataConfig) -> None:
 def _check_model(model: ModelConfig) -> None:
     _non_empty("model.backbone", model.backbone)
     _non_empty("model.weights", model.weights)
-    check_choice("model.head.pooling", model.head.pooling, POOLINGS)
-    in_range("model.head.dropout", model.head.dropout, 0.0, 1.0, open_high=True)
-    at_least("model.head.hidden", model.head.hidden, 1)
+    check_head(model.head, "model.head")
+
+
+def check_head(head: HeadConfig, path: str) -> None:
+    """Checks a head's values (its choices too: `build_classifier` takes one from code)."""
+    check_choices(head, path)
+    in_range(f"{path}.dropout", head.dropout, 0.0, 1.0, open_high=True)
+    at_least(f"{path}.hidden", head.hidden, 1)
+    _non_empty(f"{path}.hidden_activation", head.hidden_activation)
 
 
 def _check_augment(path: str, entry: dict[str, Any]) -> None:
@@ -184,7 +206,6 @@ def _check_train(train: TrainConfig) -> None:
     if not (weight_decay >= 0 and math.isfinite(weight_decay)):
         raise ConfigError(f"train.optimizer.weight_decay: expected >= 0, got {weight_decay!r}")
     in_range("train.label_smoothing", train.label_smoothing, 0.0, 1.0, open_high=True)
-    check_choice("train.loss", train.loss, LOSSES)
     at_least("train.focal_gamma", train.focal_gamma, 0.0)
     in_range("train.focal_alpha", train.focal_alpha, 0.0, 1.0)
     _check_lr_mult("train.lr_mult", train.lr_mult)
@@ -196,8 +217,6 @@ def _check_train(train: TrainConfig) -> None:
         check_stage(stage, f"train.stages.{i}")
     if train.recipe is not None:
         _check_recipe(train.recipe)
-    check_choice("train.strategy", train.strategy, STRATEGIES)
-    check_choice("train.precision", train.precision, PRECISIONS)
     if train.jit_compile not in ("auto", True, False):
         raise ConfigError(
             f"train.jit_compile: expected 'auto', true or false, got {train.jit_compile!r}"
@@ -224,7 +243,6 @@ def _check_averaging(train: TrainConfig) -> None:
 
 
 def _check_recipe(recipe: RecipeConfig) -> None:
-    check_choice("train.recipe.name", recipe.name, RECIPES)
     at_least("train.recipe.epochs", recipe.epochs, 1)
     at_least("train.recipe.image_size", recipe.image_size, MIN_IMAGE_SIZE, unit=" px")
     at_least("train.recipe.freeze_epochs", recipe.freeze_epochs, 1)
@@ -283,4 +301,3 @@ def _check_pseudo(pseudo: PseudoConfig) -> None:
         )
     at_least("pseudo.top_k", pseudo.top_k, 1)
     _positive("pseudo.weight", pseudo.weight)
-    check_choice("pseudo.mode", pseudo.mode, PSEUDO_MODES)

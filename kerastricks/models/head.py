@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
 import kerastricks  # noqa: F401  (selects tf-keras before TensorFlow is imported)
-from kerastricks.config.names import POOLINGS
+from kerastricks.config.schema import HeadConfig
+from kerastricks.config.validate import check_head
 from kerastricks.models.backbones import create_backbone, is_tfimm_model, size_pair
 
 HEAD_PREFIX = "head/"
@@ -18,51 +18,17 @@ HEAD_PREFIX = "head/"
 _STATIC_SIZE_MODULES = ("tfimm.architectures.mlp_mixer",)
 
 
-@dataclass
-class HeadConfig:
-    """What sits between the backbone's features and the logits.
-
-    Example:
-
-    >>> HeadConfig(dropout=0.3, hidden=256).pooling
-    'avg'
-
-    Args:
-        pooling: ``"avg"``, ``"max"`` or ``"avgmax"`` (timm: the mean of both) over the
-            backbone's spatial features. Backbones that pool inside (transformers' class
-            token) give pooled features and ignore it; ``"avg"`` uses the backbone's own
-            pooling, exactly as timm does.
-        dropout: dropout rate before the last Dense (0.2: timm's EfficientNet default).
-        hidden: size of an optional hidden Dense layer; None for none.
-        hidden_activation: activation of the hidden layer.
-    """
-
-    pooling: str = "avg"
-    dropout: float = 0.2
-    hidden: int | None = None
-    hidden_activation: str = "relu"
-
-    def __post_init__(self) -> None:
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"head.pooling must be one of {POOLINGS}; received {self.pooling!r}.")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"head.dropout must be in [0, 1); received {self.dropout!r}.")
-        if self.hidden is not None and self.hidden < 1:
-            raise ValueError(f"head.hidden must be a positive int or None; got {self.hidden!r}.")
-
-
 def _head_config(head: HeadConfig | dict[str, Any] | None) -> HeadConfig:
     if head is None:
-        return HeadConfig()
-    if isinstance(head, HeadConfig):
-        return head
-    if dataclasses.is_dataclass(head):
-        head = dataclasses.asdict(head)
-    fields = {field.name for field in dataclasses.fields(HeadConfig)}
-    unknown = sorted(set(head) - fields)
-    if unknown:
-        raise ValueError(f"Unknown head option(s) {unknown}; valid ones: {sorted(fields)}.")
-    return HeadConfig(**head)
+        head = HeadConfig()
+    if not isinstance(head, HeadConfig):
+        fields = {field.name for field in dataclasses.fields(HeadConfig)}
+        unknown = sorted(set(head) - fields)
+        if unknown:
+            raise ValueError(f"Unknown head option(s) {unknown}; valid ones: {sorted(fields)}.")
+        head = HeadConfig(**head)
+    check_head(head, "head")
+    return head
 
 
 def needs_fixed_size(backbone: tf.keras.Model) -> bool:
