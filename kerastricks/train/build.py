@@ -85,7 +85,13 @@ def run_schedule(plans: list[StagePlan], lr_scale: float = 1.0) -> Staged:
 
 def stage_multipliers(config: Config, stage: StageConfig, num_groups: int) -> list[float]:
     """Per-group LR multipliers of a stage (head = 1.0), from the stage or `train.lr_mult`."""
-    spec = stage.lr_mult if stage.lr_mult is not None else config.train.lr_mult
+    return spread_multipliers(
+        stage.lr_mult if stage.lr_mult is not None else config.train.lr_mult, num_groups
+    )
+
+
+def spread_multipliers(spec: Any, num_groups: int) -> list[float]:
+    """Per-group LR multipliers from a `lr_mult` spec (`spread_lrs`); None: all 1.0."""
     if spec is None:
         return [1.0] * num_groups
     return list(spread_lrs(num_groups, spec))
@@ -103,19 +109,50 @@ def build_parts(
     first stage's), which matters for fixed-size (transformer) backbones only."""
     model = build_model(config, num_outputs, image_size or plans[0].stage.image_size)
     groups = layer_groups(model, config.train.groups)
-    schedule = run_schedule(plans, lr_scale)
-    optimizer = create_optimizer(
-        config.train.optimizer.name,
-        learning_rate=schedule,
-        weight_decay=config.train.optimizer.weight_decay,
-        model=model,
-        **config.train.optimizer.kwargs,
+    optimizer = config.train.optimizer
+    return training_parts(
+        model,
+        groups,
+        plans,
+        optimizer=optimizer.name,
+        weight_decay=optimizer.weight_decay,
+        optimizer_kwargs=optimizer.kwargs,
+        multipliers=stage_multipliers(config, plans[0].stage, len(groups)),
+        ema=config.train.ema,
+        accumulate_steps=config.train.accumulate_steps,
+        lr_scale=lr_scale,
     )
-    multipliers = stage_multipliers(config, plans[0].stage, len(groups))
-    optimizer = with_lr_multipliers(optimizer, [g.variables for g in groups], multipliers)
-    if config.train.ema is not None:
-        enable_ema(optimizer, config.train.ema)
-    optimizer.build([v for v in model.weights if v.trainable])
-    if config.train.accumulate_steps > 1:
-        accumulate_gradients(model, config.train.accumulate_steps)
-    return TrainingParts(model, groups, optimizer, schedule)
+
+
+def training_parts(
+    model: tf.keras.Model,
+    groups: list[Any],
+    plans: list[StagePlan],
+    *,
+    optimizer: str = "adamw",
+    weight_decay: float = 0.05,
+    optimizer_kwargs: dict[str, Any] | None = None,
+    multipliers: list[float] | None = None,
+    ema: float | None = None,
+    accumulate_steps: int = 1,
+    lr_scale: float = 1.0,
+) -> TrainingParts:
+    """The optimizer (with per-group LR multipliers, the first stage's at first) and the
+    run-wide schedule for a model already split into `groups`; the optimizer is built on
+    every trainable variable, so that unfreezing later keeps the slots."""
+    schedule = run_schedule(plans, lr_scale)
+    created = create_optimizer(
+        optimizer,
+        learning_rate=schedule,
+        weight_decay=weight_decay,
+        model=model,
+        **(optimizer_kwargs or {}),
+    )
+    multipliers = multipliers or [1.0] * len(groups)
+    created = with_lr_multipliers(created, [g.variables for g in groups], multipliers)
+    if ema is not None:
+        enable_ema(created, ema)
+    created.build([v for v in model.weights if v.trainable])
+    if accumulate_steps > 1:
+        accumulate_gradients(model, accumulate_steps)
+    return TrainingParts(model, groups, created, schedule)

@@ -15,7 +15,8 @@ from kerastricks.train.stages import StagePlan
 
 
 class EpochRecorder(tf.keras.callbacks.Callback):
-    """Appends one history row per epoch, keeps the best weights and checkpoints the run."""
+    """Appends one history row per epoch, keeps the best weights and checkpoints the run
+    (with no `checkpoint`, it only records: nothing is written)."""
 
     def __init__(
         self,
@@ -23,7 +24,7 @@ class EpochRecorder(tf.keras.callbacks.Callback):
         schedule: Any,
         plan: StagePlan,
         state: dict[str, Any],
-        checkpoint: RunCheckpoint,
+        checkpoint: RunCheckpoint | None,
         monitor: tuple[str, str],
         averaging: Any = None,
     ) -> None:
@@ -60,13 +61,20 @@ class EpochRecorder(tf.keras.callbacks.Callback):
         best = self.state["best"]
         if value is not None and math.isfinite(value) and _improves(value, best, self.mode):
             self.state["best"] = value
-            if self.averaging is not None:
-                with self.averaging.averaged_weights():
-                    self.checkpoint.save_best()
-            else:
-                self.checkpoint.save_best()
+            self._save_best()
+        if self.checkpoint is None:
+            return
         self.checkpoint.save(self.state)
         write_history(self.state["rows"], os.path.join(self.checkpoint.folder, "..", "history.csv"))
+
+    def _save_best(self) -> None:
+        if self.checkpoint is None:
+            return
+        if self.averaging is None:
+            self.checkpoint.save_best()
+            return
+        with self.averaging.averaged_weights():
+            self.checkpoint.save_best()
 
 
 def _improves(value: float, best: float | None, mode: str) -> bool:

@@ -21,12 +21,10 @@ from kerastricks.config import Config, save_config
 from kerastricks.data import build_dataset
 from kerastricks.data.reader import read_errors_named
 from kerastricks.losses import make_loss, make_metrics, monitor_for
-from kerastricks.models import set_trainable
-from kerastricks.optim import set_lr_multipliers
 from kerastricks.plots import save_curves, save_lr_plot
 from kerastricks.train.build import TrainingParts, build_parts, stage_multipliers
 from kerastricks.train.checkpoints import RunCheckpoint
-from kerastricks.train.epoch_callbacks import EpochRecorder, NaNGuard
+from kerastricks.train.engine import StageRun, run_stages
 from kerastricks.train.preflight import RunInputs, preflight
 from kerastricks.train.records import (
     prepare_run_dir,
@@ -35,7 +33,7 @@ from kerastricks.train.records import (
 )
 from kerastricks.train.resize import carry_over, needs_rebuild
 from kerastricks.train.resume import resumed_run_config, write_run_kind
-from kerastricks.train.stages import StagePlan, plan_stages, trainable_groups
+from kerastricks.train.stages import StagePlan, plan_stages
 from kerastricks.train.strategy import (
     Hardware,
     detect_hardware,
@@ -101,69 +99,17 @@ def _resumed_config(config: Config, run_dir: str) -> Config:
 def _run(
     config: Config, inputs: RunInputs, hardware: Hardware, run_dir: str, chief_dir: str
 ) -> tuple[dict[str, Any], tf.keras.Model, list[dict[str, Any]]]:
-    source = inputs.source
-    num_train = inputs.num_train
     plans = plan_stages(
         config.train.stages,
-        num_train,
+        inputs.num_train,
         config.train.batch_size,
         hardware.replicas,
         config.train.steps_per_epoch,
         config.train.accumulate_steps,
     )
-    # train.scale_lr: the linear scaling rule, the config's LRs being one replica's.
-    lr_scale = float(hardware.replicas) if config.train.scale_lr else 1.0
-    saved = RunCheckpoint.peek(chief_dir)
-    # A resumed fixed-size backbone is rebuilt at the size its checkpoint was saved at.
-    size = saved["rows"][-1]["image_size"] if saved and saved["rows"] else None
-    with hardware.strategy.scope():
-        parts = build_parts(config, plans, source.num_classes, lr_scale, image_size=size)
-
-    def rebuild(image_size: int) -> TrainingParts:
-        with hardware.strategy.scope():
-            fresh = build_parts(config, plans, source.num_classes, lr_scale, image_size)
-            carry_over(parts, fresh)
-        return fresh
-
-    averaging = _averaging(config, parts.model, plans)
-    extra = {"swa": averaging.state} if hasattr(averaging, "state") else None
-    checkpoint = RunCheckpoint(run_dir, parts.model, parts.optimizer, extra=extra)
-    # Every worker resumes from the chief's checkpoint (the run folder is shared storage).
-    state = checkpoint.restore(chief_dir) or {
-        "rows": [],
-        "stage_times": {},
-        "best": None,
-    }
-    if state["rows"]:
-        print(f"kerastricks: resuming after epoch {len(state['rows'])} of {plans[-1].last_epoch}")
-    monitor, mode = monitor_for(source.task)
-    jit = resolve_jit_compile(config.train.jit_compile, hardware.kind)
-    if not state["rows"]:
-        _calibrate_bn(config, inputs, hardware, parts.model, plans[0])
-    for plan in plans:
-        if len(state["rows"]) >= plan.last_epoch:
-            continue
-        if needs_rebuild(parts.model, plan.stage.image_size):
-            parts = rebuild(plan.stage.image_size)
-            checkpoint.rebind(parts.model, parts.optimizer)
-            if averaging is not None:
-                averaging.set_model(parts.model)
-            print(f"kerastricks: {config.model.backbone} rebuilt for {plan.stage.image_size}px")
-        _fit_stage(
-            config,
-            inputs,
-            hardware,
-            parts,
-            plan,
-            state,
-            checkpoint,
-            jit,
-            (monitor, mode),
-            averaging,
-        )
-    if averaging is not None:
-        averaging.finalize()
-    checkpoint.export_last()
+    monitor, mode = monitor_for(inputs.source.task)
+    result = run_stages(config_stage_run(config, inputs, hardware, plans, run_dir, chief_dir))
+    parts, state = result.parts, result.state
     summary = summarise_run(config, inputs, hardware, plans, state, (monitor, mode))
     summary["steps"] = int(parts.optimizer.iterations.numpy())
     write_json_atomic(os.path.join(run_dir, "summary.json"), summary)
@@ -184,81 +130,73 @@ def _run(
     return summary, parts.model, state["rows"]
 
 
-def _fit_stage(
+def config_stage_run(
     config: Config,
     inputs: RunInputs,
     hardware: Hardware,
-    parts: TrainingParts,
-    plan: StagePlan,
-    state: dict[str, Any],
-    checkpoint: RunCheckpoint,
-    jit: bool,
-    monitor: tuple[str, str],
-    averaging: Any = None,
-) -> None:
-    stage = plan.stage
-    groups_on = trainable_groups(stage.unfreeze, len(parts.groups))
-    set_trainable(parts.model, parts.groups, groups_on)
-    set_lr_multipliers(parts.optimizer, stage_multipliers(config, stage, len(parts.groups)))
-    with hardware.strategy.scope():
-        parts.model.compile(
-            optimizer=getattr(parts.model, "optimizer", None) or parts.optimizer,
-            loss=loss_for(config, inputs.source.task),
-            metrics=make_metrics(inputs.source.task, inputs.source.num_classes),
-            jit_compile=jit,
-            steps_per_execution=config.train.steps_per_execution,
-        )
-    train_ds, val_ds = _stage_datasets(
-        config, inputs, plan, hardware, epochs_done=len(state["rows"])
+    plans: list[StagePlan],
+    run_dir: str,
+    chief_dir: str,
+) -> StageRun:
+    """The stage loop's inputs from a config: its model, records, loss and run folder."""
+    source = inputs.source
+    # train.scale_lr: the linear scaling rule, the config's LRs being one replica's.
+    lr_scale = float(hardware.replicas) if config.train.scale_lr else 1.0
+
+    def build(image_size: int | None) -> TrainingParts:
+        return build_parts(config, plans, source.num_classes, lr_scale, image_size)
+
+    def rebuild(parts: TrainingParts, image_size: int) -> TrainingParts | None:
+        if not needs_rebuild(parts.model, image_size):
+            return None
+        with hardware.strategy.scope():
+            fresh = build(image_size)
+            carry_over(parts, fresh)
+        print(f"kerastricks: {config.model.backbone} rebuilt for {image_size}px")
+        return fresh
+
+    def datasets(plan: StagePlan, epochs_done: int) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+        return _stage_datasets(config, inputs, plan, hardware, epochs_done)
+
+    def calibrate_bn(parts: TrainingParts) -> None:
+        _calibrate_bn(config, inputs, hardware, parts.model, plans[0])
+
+    def after_stage(parts: TrainingParts, plan: StagePlan, val_ds: tf.data.Dataset) -> None:
+        if config.train.explain and hardware.is_chief:
+            _explain_stage(parts.model, val_ds, source, run_dir, plan.stage.name)
+
+    return StageRun(
+        hardware=hardware,
+        plans=plans,
+        build=build,
+        datasets=datasets,
+        multipliers=lambda stage, count: stage_multipliers(config, stage, count),
+        loss=loss_for(config, source.task),
+        metrics=lambda: make_metrics(source.task, source.num_classes),
+        monitor=monitor_for(source.task),
+        run_dir=run_dir,
+        restore_dir=chief_dir,
+        jit_compile=resolve_jit_compile(config.train.jit_compile, hardware.kind),
+        steps_per_execution=config.train.steps_per_execution,
+        validation_steps=lambda plan: _validation_steps(config, inputs, plan),
+        ema=config.train.ema,
+        swa=config.train.swa,
+        verbose=config.train.verbose,
+        rebuild=rebuild,
+        before_first_epoch=calibrate_bn,
+        after_stage=after_stage,
+        input_errors=lambda: read_errors_named(source),
     )
-    print(
-        f"\n== stage {plan.index + 1}/{len(config.train.stages)} '{stage.name}': "
-        f"{stage.image_size}px, {groups_on}/{len(parts.groups)} groups train, "
-        f"{stage.epochs} epoch(s) x {plan.steps_per_epoch} steps, global batch {plan.global_batch}"
-    )
-    recorder = EpochRecorder(
-        parts.optimizer, parts.schedule, plan, state, checkpoint, monitor, averaging
-    )
-    if hasattr(averaging, "bn_data"):
-        # SWA recomputes BatchNorm statistics of the average on this stage's training data.
-        averaging.bn_data = train_ds
-        averaging.bn_steps = min(plan.steps_per_epoch, 20)
-    callbacks = [
-        *([averaging] if averaging is not None else []),
-        recorder,
-        NaNGuard(stage.name or str(plan.index), plan),
-        tf.keras.callbacks.TensorBoard(
-            os.path.join(checkpoint.folder, "..", "tensorboard"), profile_batch=0
-        ),
-    ]
-    # TensorFlow's DataLossError names no file: say which records and shards to check.
-    with read_errors_named(inputs.source):
-        parts.model.fit(
-            train_ds,
-            epochs=plan.last_epoch,
-            initial_epoch=len(state["rows"]),
-            steps_per_epoch=plan.steps_per_epoch,
-            validation_data=val_ds,
-            validation_steps=_validation_steps(config, inputs, plan),
-            callbacks=callbacks,
-            verbose=config.train.verbose,
-        )
-    if len(state["rows"]) < plan.last_epoch:
-        raise RuntimeError(
-            f"stage '{stage.name}' stopped after epoch {len(state['rows'])} of {plan.last_epoch}"
-        )
-    if config.train.explain and hardware.is_chief:
-        _explain_stage(parts.model, val_ds, inputs.source, checkpoint.folder, stage.name)
 
 
 def _explain_stage(
-    model: tf.keras.Model, val_ds: tf.data.Dataset, source: Any, folder: str, name: str
+    model: tf.keras.Model, val_ds: tf.data.Dataset, source: Any, run_dir: str, name: str
 ) -> None:
     """Grad-CAM grid of one validation batch: is the model looking at the object?"""
     from kerastricks.explain import save_grad_cam_grid
 
     images, labels = next(iter(val_ds))[:2]
-    path = os.path.join(folder, "..", "plots", f"gradcam_{name}.png")
+    path = os.path.join(run_dir, "plots", f"gradcam_{name}.png")
     save_grad_cam_grid(
         model, images.numpy(), labels.numpy().argmax(axis=1), list(source.class_names), path
     )
@@ -287,21 +225,6 @@ def _calibrate_bn(
     train_ds, _ = _stage_datasets(config, inputs, plan, hardware)
     batches = update_bn(model, train_ds, steps=10)
     print(f"kerastricks: BatchNorm statistics calibrated on {batches} training batches")
-
-
-def _averaging(config: Config, model: tf.keras.Model, plans: list[StagePlan]) -> Any:
-    """The run's weight-averaging callback (EMA or SWA), built once for all stages."""
-    from kerastricks.callbacks import ModelEMA, StochasticWeightAveraging
-
-    if config.train.ema is not None:
-        averaging = ModelEMA()
-        averaging.set_model(model)
-        return averaging
-    if config.train.swa is not None:
-        averaging = StochasticWeightAveraging(config.train.swa, total_epochs=plans[-1].last_epoch)
-        averaging.build(model)
-        return averaging
-    return None
 
 
 def loss_for(config: Config, task: str) -> tf.keras.losses.Loss:

@@ -160,21 +160,35 @@ def plan_stages(
     accumulate_steps: int = 1,
 ) -> list[StagePlan]:
     """Computes each stage's global batch, updates per epoch and run-wide offsets."""
-    plans = []
-    epoch = 0
-    step = 0
+    batches, steps = [], []
     for i, stage in enumerate(stages):
         global_batch = (stage.batch_size or batch_size) * replicas
-        steps = num_train // (global_batch * accumulate_steps)
-        if steps < 1:
+        count = num_train // (global_batch * accumulate_steps)
+        if count < 1:
             raise ValueError(
                 f"train.stages.{i}: one update needs {global_batch * accumulate_steps} "
                 f"samples but the training folds hold {num_train}; lower train.batch_size "
                 "or train.accumulate_steps"
             )
-        if steps_cap is not None:
-            steps = min(steps, steps_cap)
-        plans.append(StagePlan(i, stage, global_batch, steps, epoch, step, accumulate_steps))
+        batches.append(global_batch)
+        steps.append(count if steps_cap is None else min(count, steps_cap))
+    return plan_from_steps(stages, batches, steps, accumulate_steps)
+
+
+def plan_from_steps(
+    stages: Sequence[StageConfig],
+    global_batches: Sequence[int],
+    steps_per_epoch: Sequence[int],
+    accumulate_steps: int = 1,
+) -> list[StagePlan]:
+    """Plans with known global batches and updates per epoch: the run-wide offsets."""
+    plans = []
+    epoch = 0
+    step = 0
+    for i, (stage, batch, steps) in enumerate(
+        zip(stages, global_batches, steps_per_epoch, strict=True)
+    ):
+        plans.append(StagePlan(i, stage, batch, steps, epoch, step, accumulate_steps))
         epoch += stage.epochs
         step += stage.epochs * steps
     return plans

@@ -41,13 +41,7 @@ def detect_hardware(name: str = "auto") -> Hardware:
         raise ValueError(f"train.strategy: unknown strategy {name!r}; choose one of {STRATEGIES}")
     if name == "multi_worker" or (name == "auto" and _tf_config_workers() > 1):
         # Collective ops must be configured before anything initialises the devices.
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        resolver = strategy.cluster_resolver
-        is_chief = resolver.task_type in (None, "chief") or (
-            resolver.task_type == "worker" and resolver.task_id == 0
-        )
-        kind = "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
-        return Hardware(strategy, kind, "multi_worker", strategy.num_replicas_in_sync, is_chief)
+        return hardware_of(tf.distribute.MultiWorkerMirroredStrategy())
     if name in ("auto", "tpu"):
         hardware = _try_tpu()
         if hardware is not None:
@@ -65,6 +59,24 @@ def detect_hardware(name: str = "auto") -> Hardware:
         return Hardware(strategy, kind, "mirrored", strategy.num_replicas_in_sync)
     strategy = tf.distribute.get_strategy()
     return Hardware(strategy, kind, "default", 1)
+
+
+def hardware_of(strategy: tf.distribute.Strategy | None = None) -> Hardware:
+    """The `Hardware` of a strategy the caller built (None: the current strategy)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return Hardware(strategy, "tpu", "tpu", replicas)
+    kind = "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        resolver = strategy.cluster_resolver
+        is_chief = resolver.task_type in (None, "chief") or (
+            resolver.task_type == "worker" and resolver.task_id == 0
+        )
+        return Hardware(strategy, kind, "multi_worker", replicas, is_chief)
+    if isinstance(strategy, tf.distribute.MirroredStrategy):
+        return Hardware(strategy, kind, "mirrored", replicas)
+    return Hardware(strategy, kind, "default", replicas)
 
 
 def _try_tpu() -> Hardware | None:
