@@ -113,22 +113,32 @@ def decode_window(
     image_bytes: tf.Tensor,
     window_fn: Callable[[tf.Tensor], tf.Tensor],
     target_hw: tuple[int, int] | None,
+    copies: tf.Tensor | None = None,
 ) -> tf.Tensor:
     """Decodes the window `window_fn(stored [h, w])` (`[y, x, h, w]`) of any image format.
 
     JPEG: the stored size comes from the header and only the window is decoded, at the
-    coarsest DCT scale that still covers `target_hw`. Other formats: full decode, then slice.
+    coarsest DCT scale that still covers `target_hw`. With `copies` (string `[K]`, smaller
+    JPEG copies of the image, smallest first, "" where absent) the window is decoded from the
+    smallest copy in which it still covers `target_hw` (`choose_copy`), else from the image.
+    Other formats: full decode, then slice.
     """
+    whole = window_fn is _whole_image
 
     def jpeg() -> tf.Tensor:
         stored = tf.io.extract_jpeg_shape(image_bytes)[:2]
         # The whole image is decoded by decode_jpeg: no window arithmetic to run.
-        window = None if window_fn is _whole_image else window_fn(stored)
+        window = None if whole else window_fn(stored)
         if target_hw is None:
-            ratio_index = tf.constant(0)
-        else:
-            ratio_index = jpeg_ratio(stored if window is None else window[2:], target_hw)
-        return _decode_jpeg_window(image_bytes, stored, window, ratio_index)
+            return _decode_jpeg_window(image_bytes, stored, window, tf.constant(0))
+        chosen, chosen_hw = image_bytes, stored
+        if copies is not None and copies.shape[0]:
+            chosen, chosen_hw, chosen_window = _from_copies(
+                image_bytes, copies, stored, _whole_image(stored) if whole else window, target_hw
+            )
+            window = None if whole else chosen_window
+        ratio_index = jpeg_ratio(chosen_hw if window is None else window[2:], target_hw)
+        return _decode_jpeg_window(chosen, chosen_hw, window, ratio_index)
 
     def other() -> tf.Tensor:
         image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
@@ -139,6 +149,59 @@ def decode_window(
     image = tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other)
     image.set_shape([None, None, 3])
     return image
+
+
+def scale_windows(window: tf.Tensor, image_hw: tf.Tensor, copy_hws: tf.Tensor) -> tf.Tensor:
+    """The `[y, x, h, w]` window of an image of size `image_hw`, in the pixels of each copy.
+
+    Args:
+        window: int32 `[4]`, in the image's pixels.
+        image_hw: int32 `[2]`.
+        copy_hws: int32 `[N, 2]`, the copies' decoded sizes (their actual ones: a copy's
+            longer side is rounded).
+
+    Returns:
+        int32 `[N, 4]`: begin floored, size rounded, kept inside each copy (at least 1 px).
+        A copy of the image's own size gets the window unchanged.
+    """
+    scale = tf.cast(copy_hws, tf.float32) / tf.cast(image_hw, tf.float32)
+    window_f = tf.cast(window, tf.float32)
+    begin = tf.cast(tf.floor(window_f[:2] * scale), tf.int32)
+    size = tf.cast(tf.round(window_f[2:] * scale), tf.int32)
+    begin = tf.clip_by_value(begin, 0, copy_hws - 1)
+    size = tf.clip_by_value(size, 1, copy_hws - begin)
+    return tf.concat([begin, size], axis=1)
+
+
+def choose_copy(crop_hws: tf.Tensor, target_hw: tuple[int, int]) -> tf.Tensor:
+    """Index of the first row of `crop_hws` (`[N, 2]`, candidates smallest first, the image
+    last) whose crop is at least `target_hw` on both sides; the last row when none is.
+
+    The rule of the DCT scale (`jpeg_ratio`) applied across stored copies first: the crop,
+    measured in the candidate's pixels, must still cover the output.
+    """
+    covers = tf.reduce_all(crop_hws >= tf.constant(target_hw, tf.int32), axis=1)
+    count = tf.shape(crop_hws)[0]
+    return tf.reduce_min(tf.where(covers, tf.range(count), count - 1))
+
+
+def _from_copies(
+    image_bytes: tf.Tensor,
+    copies: tf.Tensor,
+    stored: tf.Tensor,
+    window: tf.Tensor,
+    target_hw: tuple[int, int],
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """(bytes, stored [h, w], window in its pixels) of the candidate `choose_copy` picks."""
+    # A record without a copy of some size (its image was not larger) stands in its image.
+    copies = tf.where(tf.strings.length(copies) > 0, copies, image_bytes)
+    # One header read per copy (a few us): the copies' sizes are rounded, read, not assumed.
+    hws = [tf.io.extract_jpeg_shape(copies[k])[:2] for k in range(copies.shape[0])]
+    hws = tf.stack(hws + [stored])
+    windows = scale_windows(window, stored, hws)
+    index = choose_copy(windows[:, 2:], target_hw)
+    candidates = tf.concat([copies, image_bytes[None]], axis=0)
+    return candidates[index], hws[index], windows[index]
 
 
 def center_crop_window(shape_hw: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
@@ -203,21 +266,26 @@ def decode_and_resize(
     image_size: int | tuple[int, int],
     policy: str = "squash",
     seed: tf.Tensor | None = None,
+    copies: tf.Tensor | None = None,
 ) -> tf.Tensor:
     """Decodes and resizes one encoded image to float32 `[h, w, 3]` by a resize policy.
 
     Policies: "squash" (whole image to the size, aspect not kept), "center_crop" (largest
     central crop with the target aspect), "random_resized_crop" (needs a stateless `seed`,
-    shape [2]). Only the crop window is decoded, at the coarsest DCT scale that covers it.
+    shape [2]). Only the crop window is decoded, at the coarsest DCT scale that covers it,
+    from the smallest stored copy that covers it when `copies` are given. The window is drawn
+    in the image's pixels, so a seed gives the same crop with and without copies.
 
     Args:
         image_bytes: scalar string tensor.
         image_size: int or (height, width).
         policy: one of `RESIZE_POLICIES`.
         seed: int32/int64 tensor of shape [2], for "random_resized_crop".
+        copies: string `[K]`, JPEG copies of the image, smallest first ("" where absent).
     """
     size = to_size(image_size)
-    return resize(decode_window(image_bytes, _window_fn(policy, size, seed), size), size)
+    window_fn = _window_fn(policy, size, seed)
+    return resize(decode_window(image_bytes, window_fn, size, copies), size)
 
 
 def crop_and_resize(

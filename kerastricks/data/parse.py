@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 
 import tensorflow as tf
 
-from kerastricks.data.reader import RecordSource
+from kerastricks.data.reader import RecordSource, copy_key
 
 OPTIONAL_FIELDS = ("weight", "id", "fold")
 
 
 def record_parser(
-    source: RecordSource, fields: Collection[str] = OPTIONAL_FIELDS
+    source: RecordSource,
+    fields: Collection[str] = OPTIONAL_FIELDS,
+    copy_sizes: Sequence[int] | None = None,
 ) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
     """Returns a graph function: serialized record -> dict of image, label and `fields`.
+
+    With stored copies (`copy_sizes`, default `source.stored_sizes`), `copies` holds their
+    bytes, string `[len(copy_sizes)]`, smallest first; "" where a record has no copy of a
+    size (its image was not larger). Records of another set merged into one stream pass the
+    main set's sizes, so that both streams have the same structure.
 
     `label` is float32 `[num_classes]`: one-hot (single-label; an empty label gives zeros),
     multi-hot (multi-label indices), the targets (regression), or the `soft_label` feature
@@ -42,6 +49,10 @@ def record_parser(
         spec[keys["soft_label"]] = tf.io.VarLenFeature(tf.float32)
     if keys["weight"] is not None:
         spec[keys["weight"]] = tf.io.FixedLenFeature([], tf.float32, default_value=1.0)
+    copy_sizes = source.stored_sizes if copy_sizes is None else sorted(copy_sizes)
+    copy_keys = [copy_key(size) for size in copy_sizes]
+    for key in copy_keys:
+        spec[key] = tf.io.FixedLenFeature([], tf.string, default_value="")
 
     def parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
         example = tf.io.parse_single_example(serialized, spec)
@@ -63,6 +74,8 @@ def record_parser(
             "fold": tf.constant(-1, tf.int64),
         }
         record = {"image": example[keys["image"]], "label": label}
+        if copy_keys:
+            record["copies"] = tf.stack([example[key] for key in copy_keys])
         for name in fields:
             record[name] = example[keys[name]] if keys[name] else defaults[name]
         return record

@@ -63,11 +63,13 @@ def _record_stream(
     fold_filter: tuple[list[int] | None, list[int] | None] | None,
     fields: tuple[str, ...],
     parse: bool = True,
+    copy_sizes: Sequence[int] | None = None,
 ) -> tf.data.Dataset:
     """Records: shuffled files read in parallel for training, in order otherwise.
 
     Parsed to dicts, or left serialized with `parse=False` (and no fold filter) so that the
-    decode map parses them: one per-record map stage fewer.
+    decode map parses them: one per-record map stage fewer. `copy_sizes`: the stored copies
+    to parse (default: the source's own).
     """
     if training:
         dataset = tf.data.Dataset.from_tensor_slices(files)
@@ -84,7 +86,8 @@ def _record_stream(
         return dataset
     # "fold" too, so that the filter has it and every parsed stream has the same structure
     # (sample_from_datasets merges this one with the pseudo-label stream).
-    dataset = dataset.map(record_parser(source, fields + ("fold",)), num_parallel_calls=AUTOTUNE)
+    parser = record_parser(source, fields + ("fold",), copy_sizes)
+    dataset = dataset.map(parser, num_parallel_calls=AUTOTUNE)
     if fold_filter is not None:
         folds, exclude = fold_filter
         dataset = dataset.filter(lambda r: fold_predicate(r["fold"], folds, exclude))
@@ -119,7 +122,10 @@ def _merge_extra(
             f"extra_records {extra.path} have num_classes={extra.num_classes}, the training "
             f"records {source.path} have {source.num_classes}."
         )
-    extra_stream = _record_stream(extra, extra.files, True, seed, None, fields)
+    # Parsed with the main records' copy sizes ("" where it has none): one structure for both.
+    extra_stream = _record_stream(
+        extra, extra.files, True, seed, None, fields, copy_sizes=source.stored_sizes
+    )
     total = float(main_count + extra.num_records)
     return tf.data.Dataset.sample_from_datasets(
         [main, extra_stream],
@@ -265,7 +271,7 @@ def build_dataset(
         count = source.count(folds, exclude_folds)
         dataset = _merge_extra(dataset, source, extra_records, keys, seed, count, fields)
     repeat = training if repeat is None else repeat
-    cache_key = f"{files}|{folds}|{exclude_folds}|{extra_records}"
+    cache_key = f"{files}|{folds}|{exclude_folds}|{extra_records}|{source.stored_sizes}"
     parser = record_parser(source, fields) if late else None
     dataset = _decode_stage(
         dataset, size, resize, cache, training, repeat, seed, cache_key, parser, fields
@@ -328,7 +334,9 @@ def _decode_stage(
         # Cached as uint8: a quarter of float32's memory, exact for the decoded pixels.
         def decode_for_cache(record: Any) -> dict[str, tf.Tensor]:
             record = parsed(record)
-            image = decode.decode_and_resize(record["image"], cache_size, fixed)
+            image = decode.decode_and_resize(
+                record["image"], cache_size, fixed, copies=record.get("copies")
+            )
             return _element(record, _to_uint8(image), fields)
 
         dataset = dataset.map(decode_for_cache, num_parallel_calls=AUTOTUNE)
@@ -344,7 +352,10 @@ def _decode_stage(
 
         def decode_fixed(record: Any) -> dict[str, tf.Tensor]:
             record = parsed(record)
-            return _element(record, decode.decode_and_resize(record["image"], size, resize), fields)
+            image = decode.decode_and_resize(
+                record["image"], size, resize, copies=record.get("copies")
+            )
+            return _element(record, image, fields)
 
         return dataset.map(decode_fixed, num_parallel_calls=AUTOTUNE)
 
@@ -354,10 +365,60 @@ def _decode_stage(
             image = decode.crop_and_resize(record["image"], size, resize, element_seed)
         else:
             record = parsed(record)
-            image = decode.decode_and_resize(record["image"], size, resize, element_seed)
+            image = decode.decode_and_resize(
+                record["image"], size, resize, element_seed, record.get("copies")
+            )
         return _element(record, image, fields)
 
     return _with_seeds(dataset, seed, salt=1).map(crop, num_parallel_calls=AUTOTUNE)
+
+
+def stored_sizes_used(
+    records: str | Sequence[str] | RecordSource,
+    image_size: int | tuple[int, int],
+    resize: str = "random_resized_crop",
+    *,
+    cache: bool | str | None = None,
+    keys: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """Which stored images a pipeline at `image_size` decodes from: copy sizes and "full".
+
+    For a stage table or a history row: `["128", "256", "full"]` means that some samples are
+    decoded from the 128 px copy (`image_128`), some from the 256 px one and some from the
+    image itself. Follows `decode.choose_copy`'s rule from the manifest alone (no record is
+    read): squash and center-crop read the smallest copy whose shorter side covers the
+    output's longer side; random-resized-crop reads that copy for large crops and larger
+    ones (then the image) for crops too small in it, down to the smallest crop side
+    (`RRC_SCALE[0]` of the area at the extreme aspect of `RRC_RATIO`). Records whose image
+    was not larger than a copy size have no such copy: they are read "full". With a `cache`,
+    random-resized-crop decodes squashed to `CACHE_SCALE_FOR_CROP` times the size.
+
+    Example:
+
+    ```python
+    stored_sizes_used("data/photos", 64)  # ["128", "256"]
+    ```
+    """
+    source = resolve_records(records, keys)
+    decode.check_resize_policy(resize)
+    need = max(decode.to_size(image_size))
+    if resize == "random_resized_crop" and cache not in (None, False):
+        need, resize = round(CACHE_SCALE_FOR_CROP * need), "squash"
+    covering = [size for size in source.stored_sizes if size >= need]
+    if not covering:
+        return ["full"]
+    used = covering[:1]
+    smallest_crop = 1.0
+    if resize == "random_resized_crop":
+        smallest_crop = (decode.RRC_SCALE[0] * min(decode.RRC_RATIO)) ** 0.5
+        used = [
+            s for i, s in enumerate(covering) if i == 0 or smallest_crop * covering[i - 1] < need
+        ]
+    held = (source.manifest or {}).get("counts", {}).get("copies", {})
+    all_hold = int(held.get(str(covering[0]), 0)) >= source.num_records
+    if not all_hold or smallest_crop * used[-1] < need:
+        used.append("full")
+    return [str(size) for size in used]
 
 
 def _to_uint8(image: tf.Tensor) -> tf.Tensor:

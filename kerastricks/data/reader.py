@@ -30,6 +30,11 @@ _KEY_OPTIONS = ("task", "label_dtype")
 _RECORD_PATTERNS = ("*.tfrec", "*.tfrecord", "*.tfrecords")
 
 
+def copy_key(size: int) -> str:
+    """The feature of the stored JPEG copy whose shorter side is `size` (`image_128`)."""
+    return f"image_{size}"
+
+
 @dataclass
 class RecordSource:
     """A resolved set of TFRecord files with the schema needed to parse them.
@@ -56,6 +61,9 @@ class RecordSource:
         labeled: False for records without labels (a test set written without --label-col,
             or foreign records with `keys={"label": None}`): their targets are zeros, so
             neither training nor accuracy may use them.
+        stored_sizes: shorter sides of the re-encoded JPEG copies stored next to the image
+            (`image_<size>` features, `tfrecords-tools write --sizes`), ascending; [] for
+            records without copies and for foreign records.
     """
 
     path: str
@@ -68,6 +76,7 @@ class RecordSource:
     shard_folds: dict[str, int] | None = None
     manifest: dict[str, Any] | None = None
     labeled: bool = True
+    stored_sizes: list[int] = field(default_factory=list)
     _counts: dict[str, int] = field(default_factory=dict, repr=False)
 
     def check_shards(self) -> None:
@@ -352,6 +361,8 @@ def _from_manifest(
         shard_folds=shard_folds,
         manifest=manifest,
         labeled=labeled,
+        # Manifests without it (older writers, format 1 too) have records without copies.
+        stored_sizes=sorted(int(size) for size in manifest.get("stored_sizes", [])),
     )
 
 
