@@ -7,11 +7,11 @@ decode of the training pipeline at 128 and 64 px (alone and resized), and the XL
 flip + affine on batches of 64 images of 128 and 64 px. Each cost is the best of several
 passes over 400 images minus the cost of the same loop doing nothing, with tf.data held to one
 thread. Then the whole pipelines stage by stage, as CPU time per image in one thread (a fresh
-iterator per pass, so no other pipeline works in the background): decode only (pipeline.py's
-case a), the Keras loader (case c), `build_dataset` without augmentation, and with the flip +
-affine, at 128 and 64 px. It shows why `pipeline.py`'s goals are hard on this CPU: Huffman
-decoding, which a coarser DCT scale cannot skip, sets a floor near a full decode's cost. The
-last line is one JSON object.
+iterator per pass, so no other pipeline works in the background): a full decode of the stored
+image (pipeline.py's case a), the Keras loader (case c), `build_dataset` without augmentation,
+and with the flip + affine, at 128 and 64 px. It shows why `pipeline.py`'s goals are hard on
+this CPU: Huffman decoding, which a coarser DCT scale cannot skip, sets a floor near a full
+decode's cost. The last line is one JSON object.
 
     .venv/bin/python benchmarks/decode_costs.py
 """
@@ -50,13 +50,19 @@ def _one_thread(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.with_options(options)
 
 
+def _turns(names: list[str], index: int) -> list[str]:
+    """The cases' order in pass `index`: reversed every other pass (like with like)."""
+    return names if index % 2 == 0 else names[::-1]
+
+
 def per_image_us(
     blobs: tf.Tensor, cases: dict[str, Callable[[tf.Tensor, tf.Tensor], tf.Tensor]]
 ) -> dict[str, float]:
     """Best wall time per image of mapping each case over (encoded image, seed), one thread.
 
     Each image has its own stateless seed [2] (the same in every pass). The cases take turns
-    pass by pass, so that a slow spell of the machine falls on all.
+    pass by pass, in reversed order every other pass, so that a slow spell of the machine
+    falls on all.
     """
     seeds = tf.random.stateless_uniform(
         [len(blobs), 2], seed=[0, 1], maxval=2**31 - 1, dtype=tf.int64
@@ -65,7 +71,8 @@ def per_image_us(
     datasets = {name: _one_thread(elements.map(fn)) for name, fn in cases.items()}
     best = dict.fromkeys(cases, float("inf"))
     for index in range(PASSES + 1):  # pass 0 warms up: traces the functions, fills caches
-        for name, dataset in datasets.items():
+        for name in _turns(list(datasets), index):
+            dataset = datasets[name]
             start = time.perf_counter()
             for _ in dataset:
                 pass
@@ -104,8 +111,9 @@ def stage_cpu_us(source: RecordSource) -> dict[str, float]:
             source, size, batch, True, augment
         )
     best = dict.fromkeys(cases, float("inf"))
-    for _ in range(STAGE_PASSES):
-        for name, make in cases.items():
+    for index in range(STAGE_PASSES):
+        for name in _turns(list(cases), index):
+            make = cases[name]
             iterator = iter(_one_thread(make()))
             for _ in range(4):
                 next(iterator)

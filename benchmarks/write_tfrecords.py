@@ -5,10 +5,13 @@ photos, saved as 384x384 JPEGs under benchmarks/_data/, which git ignores), then
 
 (a) original-bytes mode (one worker) against `cat` of the same files into one file
     (subprocess `cat` with the file list as arguments); goal: >= 0.8x cat's throughput;
-(b) resize + re-encode mode (`--resize 256`) with 2 workers against 1; goal: >= 1.7x.
+(b) resize + re-encode mode (`--resize 256`) with 2 workers against 1; goal: >= 1.7x;
+(c) the write-time cost of copies (`--sizes 128,256`, original bytes kept, 1 worker): the
+    extra time per image and per extra size against original bytes alone.
 
-Each timing is the best of `--repeats` runs (at most 3 for the slow resize runs) on a warm
-page cache (both sides read the same cached files); the runs take turns, round by round.
+Each timing is the best of `--repeats` runs (at most 3 for the slow re-encoding runs) on a
+warm page cache (both sides read the same cached files); the runs take turns, round by round,
+in reversed order every other round.
 Prints a table, then as the last line one JSON object with the numbers.
 
     .venv/bin/python benchmarks/write_tfrecords.py [--num-images 2000] [--repeats 21]
@@ -34,6 +37,7 @@ from tfrecords_tools import write_records
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_data", "write_tfrecords")
 SIZE = 384
+COPY_SIZES = [128, 256]
 
 
 def make_photos(folder: str, count: int, seed: int = 0) -> pd.DataFrame:
@@ -74,12 +78,14 @@ def _cpu_seconds() -> float:
 def best_times(runs: dict[str, Callable[[], None]], repeats: int) -> dict[str, tuple[float, float]]:
     """Wall and CPU seconds (workers included) of each run's fastest of `repeats` tries.
 
-    The runs take turns (one try of each per round), so a slow spell of a shared machine
-    falls on all of them rather than on whichever ran then.
+    The runs take turns (one try of each per round, reversed every other round), so a slow
+    spell of a shared machine falls on all of them rather than on whichever ran then.
     """
     best = dict.fromkeys(runs, (float("inf"), 0.0))
-    for _ in range(repeats):
-        for name, run in runs.items():
+    for index in range(repeats):
+        order = list(runs) if index % 2 == 0 else list(reversed(runs))
+        for name in order:
+            run = runs[name]
             start, cpu = time.perf_counter(), _cpu_seconds()
             run()
             best[name] = min(best[name], (time.perf_counter() - start, _cpu_seconds() - cpu))
@@ -130,6 +136,14 @@ def main() -> None:
         },
         min(args.repeats, 3),
     )
+    with_copies = best_times(
+        {
+            "keep": write(csv, os.path.join(work, "k1")),
+            "sizes": write(csv, os.path.join(work, "s1"), sizes=COPY_SIZES),
+        },
+        min(args.repeats, 3),
+    )
+    (keep_again, _), (sizes_run, sizes_cpu) = with_copies.values()
     (cat, cat_cpu), (keep, keep_cpu), (keep_2, keep_2_cpu) = copies.values()
     (resize_1, resize_1_cpu), (resize_2, resize_2_cpu) = resizes.values()
     n = len(files)
@@ -148,6 +162,12 @@ def main() -> None:
         # CPU seconds (workers included): equal totals for 1 and 2 workers mean the work splits
         # without overhead, so the wall-time ratio is bounded by the free cores, not the code.
         "resize_cpu_s_1w_2w": [round(resize_1_cpu, 2), round(resize_2_cpu, 2)],
+        "copies_sizes": COPY_SIZES,
+        "copies_1w_img_s": round(n / sizes_run, 1),
+        # Extra wall time per image and per copy size against original bytes alone.
+        "copies_ms_per_image_per_size": round(
+            1000 * (sizes_run - keep_again) / n / len(COPY_SIZES), 3
+        ),
         # Other processes on a shared machine skew both ratios; the load says how much.
         "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
@@ -160,6 +180,7 @@ def main() -> None:
         ("write, original bytes, 2 workers", keep_2, keep_2_cpu),
         ("write, --resize 256, 1 worker", resize_1, resize_1_cpu),
         ("write, --resize 256, 2 workers", resize_2, resize_2_cpu),
+        ("write, --sizes 128,256, 1 worker", sizes_run, sizes_cpu),
     ]:
         print(
             f"{name:<36}{seconds:>9.3f}{cpu:>8.2f}{megabytes / seconds:>9.1f}{n / seconds:>10.0f}"
@@ -167,6 +188,8 @@ def main() -> None:
     print(f"original bytes vs cat: {result['keep_vs_cat']:.2f}x (goal >= 0.8x)")
     print(f"original bytes, 2 workers, vs cat: {result['keep_2w_vs_cat']:.2f}x")
     print(f"2 workers vs 1 (resize): {result['resize_2w_vs_1w']:.2f}x (goal >= 1.7x)")
+    cost = result["copies_ms_per_image_per_size"]
+    print(f"copies: {cost:.2f} ms per image per extra size (1 worker)")
     shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result))
 
