@@ -28,14 +28,11 @@ order = save_grad_cam_grid(model, images, labels, class_names, "runs/x/grad_cam.
 from __future__ import annotations
 
 import contextlib
-import io
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
-
-from kerastricks._fs import write_bytes_atomic
 
 
 def grad_cam(
@@ -336,12 +333,11 @@ def _panel_title(
 def _draw_grid(
     images: np.ndarray, heatmaps: np.ndarray, panels: list[tuple[str, bool]], path: str
 ) -> None:
-    # A bare Figure (no pyplot) draws with Agg without touching the global backend.
-    from matplotlib.figure import Figure
+    from kerastricks.plots import new_figure, save_figure
 
     columns = max(1, int(np.ceil(np.sqrt(len(images)))))
     rows = max(1, int(np.ceil(len(images) / columns)))
-    figure = Figure(figsize=(2.4 * columns, 2.7 * rows))
+    figure = new_figure(2.4 * columns, 2.7 * rows)
     scale = 255.0 if images.max(initial=0.0) > 1.0 else 1.0
     for slot, (image, heatmap, (title, mistake)) in enumerate(
         zip(images, heatmaps, panels, strict=True)
@@ -355,7 +351,4 @@ def _draw_grid(
         axis.imshow(heatmap, cmap="jet", alpha=0.4, vmin=0.0, vmax=1.0)
         axis.set_title(title, fontsize=8, color="red" if mistake else "black")
         axis.axis("off")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    write_bytes_atomic(path, buffer.getvalue())
+    save_figure(figure, path)

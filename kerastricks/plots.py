@@ -21,21 +21,29 @@ from matplotlib.figure import Figure
 from kerastricks._fs import write_bytes_atomic
 
 
-def _figure(title: str | None) -> tuple[Figure, Any]:
-    figure = Figure(figsize=(6.4, 4.0), dpi=100)
+def new_figure(width: float = 6.4, height: float = 4.0) -> Figure:
+    """A bare `Figure` on its own Agg canvas: no pyplot state, the notebook's backend untouched
+    (never `matplotlib.use`). Every PNG kerastricks draws starts here."""
+    figure = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(figure)
-    axes = figure.add_subplot(1, 1, 1)
-    if title:
-        axes.set_title(title)
-    return figure, axes
+    return figure
 
 
-def _save(figure: Figure, path: str) -> str:
+def save_figure(figure: Figure, path: str) -> str:
+    """Writes a figure as a PNG through `tf.io.gfile`, atomically; returns `path`."""
     buffer = io.BytesIO()
     figure.tight_layout()
     figure.savefig(buffer, format="png")
     write_bytes_atomic(path, buffer.getvalue())
     return path
+
+
+def _figure(title: str | None) -> tuple[Figure, Any]:
+    figure = new_figure()
+    axes = figure.add_subplot(1, 1, 1)
+    if title:
+        axes.set_title(title)
+    return figure, axes
 
 
 def schedule_values(
@@ -94,7 +102,7 @@ def plot_schedule(
     axes.set_xlabel("step")
     axes.set_ylabel(ylabel)
     axes.grid(alpha=0.3)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_lr_finder(
@@ -135,7 +143,7 @@ def plot_lr_finder(
     if suggestions:
         axes.legend()
     axes.grid(alpha=0.3)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 # At most this many steps are evaluated for the LR panel: enough to draw every step of a
@@ -209,8 +217,7 @@ def curves_figure(
     if frame.empty:
         return None
     epochs = frame["epoch"] + 1
-    figure = Figure(figsize=(15, 4), dpi=100)
-    FigureCanvasAgg(figure)
+    figure = new_figure(15, 4)
     axes = figure.subplots(1, 3)
     panels = [("loss", "loss"), (metric, metric)]
     for ax, (key, title) in zip(axes[:2], panels, strict=True):
@@ -249,7 +256,7 @@ def save_curves(
     """Writes `curves_figure` as a PNG (nothing without rows); see `curves_figure`."""
     figure = curves_figure(rows, metric, schedule, plans)
     if figure is not None:
-        _save(figure, path)
+        save_figure(figure, path)
 
 
 def save_lr_plot(schedule: Any, total_steps: int, boundaries: list[int], path: str) -> None:
@@ -261,7 +268,7 @@ def save_lr_plot(schedule: Any, total_steps: int, boundaries: list[int], path: s
         axes.axvline(boundary, color="grey", linestyle="--", linewidth=0.8)
     axes.set_xlabel("step")
     axes.set_ylabel("learning rate (head)")
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def _mark_stages(ax: Any, marks: list[tuple[float, str]]) -> None:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
 from kerastricks.data.augment import AugmentPipeline
 from kerastricks.data.reader import resolve_records
@@ -59,10 +57,7 @@ def save_batch_grid(
         path: PNG file to write.
         max_images: at most this many images are drawn.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from kerastricks.plots import new_figure, save_figure
 
     images = np.asarray(images)[:max_images]
     labels = np.asarray(labels)[:max_images]
@@ -70,21 +65,14 @@ def save_batch_grid(
         raise ValueError(f"images must be a non-empty [B, H, W, 3] batch. Got shape {images.shape}")
     columns = min(8, len(images))
     rows = math.ceil(len(images) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(2 * columns, 2.2 * rows), squeeze=False)
+    figure = new_figure(2 * columns, 2.2 * rows)
+    axes = figure.subplots(rows, columns, squeeze=False)
     for index, axis in enumerate(axes.flat):
         axis.axis("off")
         if index < len(images):
             axis.imshow(np.clip(images[index], 0, 255).astype(np.uint8))
             axis.set_title(_title(labels[index], class_names), fontsize=8)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    temporary = path + ".tmp"
-    with tf.io.gfile.GFile(temporary, "wb") as handle:
-        handle.write(buffer.getvalue())
-    tf.io.gfile.rename(temporary, path, overwrite=True)
-    return path
+    return save_figure(figure, path)
 
 
 def show_batch(

@@ -46,3 +46,15 @@ def test_show_batch_draws_the_augmented_training_batch(records, tmp_path):
     with Image.open(path) as png:
         assert png.size == (1200, 220)  # 6 images in one row
         assert np.asarray(png.convert("L")).std() > 10.0
+
+
+def test_batch_grid_leaves_the_notebooks_matplotlib_backend_alone(tmp_path, monkeypatch):
+    import matplotlib
+
+    def switch_backend(*args, **kwargs):
+        raise AssertionError("matplotlib.use switches a notebook's backend for the session")
+
+    monkeypatch.setattr(matplotlib, "use", switch_backend)
+    images = np.zeros((2, 8, 8, 3), "float32")
+    path = save_batch_grid(images, np.eye(2, dtype="float32"), ["a", "b"], str(tmp_path / "g.png"))
+    assert Image.open(path).format == "PNG"
