@@ -5,6 +5,9 @@ group per stage (per block for isotropic transformers), then the layers after th
 (final norm / head convolution), which timm calls group 99999 and we call ``neck``. The new
 head of `build_classifier` (or a tfimm classifier) comes last.
 
+`DEPTH_RULES` are finer: timm's ``group_matcher(coarse=False)``, one depth per block, which
+``lr_mult: {layer_decay: d}`` decays over (`kerastricks.models.layer_decay`).
+
 After editing, regenerate the page (tests/models/test_groups.py checks it)::
 
     .venv/bin/python -c "from kerastricks.models._family_rules import write_doc; write_doc()"
@@ -132,6 +135,15 @@ _VIT_DEPTHS = (
     _FINAL_NORM,
 )
 
+# Families where `layer_decay` decays over the layer groups, `d ** (n - 1 - g)` for group g,
+# and why. timm falls back to chunks of 12 parameters in definition order for models without
+# a group_matcher, which says nothing about depth.
+NO_TIMM_MATCHER = {
+    "pit": "timm's PiT has no `group_matcher`",
+    "pvt": "timm has no PVT v1",
+    "poolformer": "timm's PoolFormer (a MetaFormer) has no `group_matcher`",
+}
+
 # Our own transcription of timm 1.0.31's group_matcher(coarse=False) for each family that
 # has one, on the names tfimm's weight conversion gives; tests/models/
 # test_layer_decay_timm.py checks every parameter's LR against timm's own numbers.
@@ -231,7 +243,8 @@ def render_doc() -> str:
         "     test_groups.py fails when this file and the rules disagree. -->",
         "",
         "`kerastricks.models.layer_groups(model, n=None)` splits a model into ordered groups,",
-        "input side first, for per-group learning rates (`kerastricks.optim`) and gradual",
+        "input side first, for per-group learning rates (`lr_mult` as `slice` or a list;",
+        "`layer_decay` follows timm's depths, see below) and gradual",
         "unfreezing (`kerastricks.callbacks.GradualUnfreeze`). The natural groups follow timm's",
         "`group_matcher(coarse=True)`: a `stem` (the layers before the first stage, and",
         "model-level variables such as `cls_token` and `pos_embed`), one group per stage (one",
@@ -256,8 +269,60 @@ def render_doc() -> str:
             f"`{rule.pattern}` -> `{rule.name}`".replace("|", "\\|") for rule in rules
         )
         lines.append(f"| {family} | `{FAMILY_EXAMPLES[family]}` | {described} |")
+    return "\n".join(lines + _render_depth_section())
+
+
+def _describe_depth(rule: DepthRule) -> str:
+    if rule.rank == 0:
+        target = "stem"
+    else:
+        indices = ["i", "j"][: re.compile(rule.pattern).groups]
+        if indices and callable(rule.shift):
+            indices[0] += " + blocks - token-only blocks"
+        elif indices and rule.shift:
+            indices[0] += f" {'+' if rule.shift > 0 else '-'} {abs(rule.shift)}"
+        if rule.suffix == (JOIN_PREVIOUS,):
+            return f"`{rule.pattern}` -> the depth before".replace("|", "\\|")
+        target = f"({', '.join(indices + [str(part) for part in rule.suffix])})"
+    # A '|' inside a regex would end the Markdown table cell.
+    return f"`{rule.pattern}` -> {target}".replace("|", "\\|")
+
+
+def _render_depth_section() -> list[str]:
+    lines = [
+        "",
+        "## Layer-wise LR decay (`lr_mult: {layer_decay: d}`)",
+        "",
+        "A `layer_decay` spec does not decay over the groups above: every variable gets the LR",
+        "that timm's `param_groups_layer_decay` gives the same parameter of the same timm model",
+        "(`kerastricks.models.layer_decay`). timm ranks parameters by",
+        "`group_matcher(coarse=False)`: one depth for the stem, one per block, a final norm",
+        "or head convolution with the last block, and the classifier (here the new head, and",
+        "whatever no rule matches) last; depth `k` of `n` trains at `d ** (n - 1 - k)` times",
+        "the head's LR. On `resnet18` that is 10 depths (stem at `0.75 ** 9` = 0.075 x), on",
+        "`vit_tiny_patch16_224` 14. tests/models/test_layer_decay_timm.py checks every",
+        "parameter against timm 1.0.31's own numbers (tools/timm_layer_decay_table.py).",
+        "",
+        "Under a staged run the optimizer keeps one set of variable lists, each the part of",
+        "one layer group at one depth (`lr_partition`), so that a stage's `slice` or list",
+        "spec still gives per-group LRs and a `layer_decay` spec timm's per-depth ones.",
+        "",
+        "The rules below match the timm parameter names that tfimm's weight conversion gives;",
+        "a key `(i, j)` is a block's position (stage, block); keys sort in order, one depth",
+        "each, so `(i, 0)` puts a downsampling layer at its stage's first block; names no rule",
+        "matches train with the head.",
+        "",
+        "| family (tfimm module) | depth rule: regex -> key |",
+        "| --- | --- |",
+    ]
+    for family in FAMILY_RULES:
+        if family in DEPTH_RULES:
+            described = "; ".join(_describe_depth(rule) for rule in DEPTH_RULES[family])
+        else:
+            described = f"{NO_TIMM_MATCHER[family]}: over the layer groups above"
+        lines.append(f"| {family} | {described} |")
     lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
 def write_doc(path: str = "docs/layer_groups.md") -> None:

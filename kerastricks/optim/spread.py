@@ -1,7 +1,8 @@
 """Discriminative learning rates as pure math: one multiplier per layer group.
 
 No TensorFlow here: `spread_lrs` turns a config spec into plain floats, relative to the
-head's learning rate (the last group gets 1.0 for the fastai and timm specs).
+head's learning rate (the last group gets 1.0 for the fastai and timm specs). Which variables
+form the groups is the caller's choice; `kerastricks.models.layer_decay` gives timm's.
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ def spread_lrs(n_groups: int, spec: Mapping[str, Any] | Sequence[float]) -> list
       geometrically from `lo` (first group) to `hi` (head), divided by `hi`.
     - `{"slice": [hi]}` follows fastai's `slice(hi)`: `hi / 10` for every group but the
       head, so multipliers `0.1, ..., 0.1, 1.0`.
-    - `{"layer_decay": d}` follows timm's `param_groups_layer_decay`: group `i` of `n`
-      gets `d ** (n - 1 - i)`.
+    - `{"layer_decay": d}` is timm's `param_groups_layer_decay` formula: group `i` of `n`
+      gets `d ** (n - 1 - i)`. It gives timm's LRs only when the groups are timm's depths
+      (one per block, the final norm with the last block), which
+      `kerastricks.models.layer_decay.layer_decay_multipliers` builds; over
+      `layer_groups` (one per stage) the stem of resnet18 would get `d ** 5`, not timm's
+      `d ** 9`.
     - A list gives the multipliers explicitly, one per group.
 
     Example:

@@ -15,6 +15,7 @@ from tfimm.utils.timm import convert_tf_weight_name_to_pt_weight_name
 
 import kerastricks  # noqa: F401
 from kerastricks.models import build_classifier, create_backbone, layer_groups
+from kerastricks.models._family_rules import DEPTH_RULES, FAMILY_RULES, NO_TIMM_MATCHER
 from kerastricks.models.layer_decay import layer_decay_multipliers, layer_depths, lr_partition
 from kerastricks.optim import spread_lrs
 
@@ -86,6 +87,14 @@ def test_table_is_timm_1_0_31_at_decay_0_75():
     assert DECAY == 0.75
     resnet = TABLE["models"]["resnet18"]["lr_scale"]
     assert resnet["conv1.weight"] == pytest.approx(0.75**9)  # the 0.075 x stem
+
+
+def test_every_family_has_depth_rules_or_a_reason():
+    assert set(DEPTH_RULES) | set(NO_TIMM_MATCHER) == set(FAMILY_RULES)
+    assert not set(DEPTH_RULES) & set(NO_TIMM_MATCHER)
+    families = {"resnet", "vit", "efficientnet", "convnext", "resnetv2", "vgg", "vit_hybrid"}
+    families |= {"cait", "swin", "pvt_v2", "mlp_mixer", "convmixer"}
+    assert set(DEPTH_RULES) == families  # each has a model in the timm table
 
 
 def test_resnet18_matches_timm_per_block():

@@ -22,7 +22,7 @@ def test_slice_hi_gives_a_tenth_to_all_but_the_head():
     assert spread_lrs(1, {"slice": [1e-3]}) == [1.0]
 
 
-def test_layer_decay_matches_timm():
+def test_layer_decay_is_timms_formula_over_the_given_groups():
     decay = 0.75
     assert spread_lrs(4, {"layer_decay": decay}) == pytest.approx(
         [decay**3, decay**2, decay, 1.0], rel=1e-12
