@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
-from tfimm.utils.timm import convert_tf_weight_name_to_pt_weight_name
 
 import kerastricks  # noqa: F401  (selects tf-keras before TensorFlow is imported)
 from kerastricks.models._family_rules import DEPTH_RULES, JOIN_PREVIOUS, family_of
@@ -37,6 +36,9 @@ def _backbone_of(model: tf.keras.Model) -> tf.keras.Model | None:
 
 def _backbone_keys(backbone: tf.keras.Model) -> dict[Any, tuple]:
     """variable.ref() -> depth key, from the timm name tfimm's weight conversion gives."""
+    # Imported here: models without a tfimm backbone (kerastricks.fit) need no tfimm.
+    from tfimm.utils.timm import convert_tf_weight_name_to_pt_weight_name
+
     rules = DEPTH_RULES[family_of(backbone)]
     names = {
         variable.ref(): convert_tf_weight_name_to_pt_weight_name(variable.name)[0]
