@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from kerastricks.config.names import (
     DATASETS,
+    DEFAULT_RESIZE,
     LOSSES,
     POOLINGS,
     PRECISIONS,
@@ -53,7 +54,7 @@ class DataConfig:
     keys: dict[str, str] | None = None
     num_classes: int | None = None
     val_fold: int = 0
-    resize: Literal[RESIZE_POLICIES] = "squash"
+    resize: Literal[RESIZE_POLICIES] = DEFAULT_RESIZE
     cache: bool | str = False
     deterministic: bool | None = None
     extra_records: str | None = None

@@ -1,9 +1,10 @@
 """`build_dataset`: TFRecords -> parse -> decode -> resize/crop -> augment -> batch -> prefetch.
 
-Training: shuffled files, parallel interleave, element shuffle, repeat, decode with the resize
-policy (random-resized-crop by default), batch with `drop_remainder`, then the augmentations
-on whole batches, so every shape is static (TPU). Evaluation: file order then record order,
-no augmentation. Only graph ops (no `tf.py_function`).
+Training: shuffled files, parallel interleave, element shuffle, repeat (when asked), decode with
+the resize policy (`DEFAULT_RESIZE`, the YAML `data.resize` default), batch with
+`drop_remainder`, then the augmentations on whole batches, so every shape is static (TPU).
+Evaluation: file order then record order, no augmentation. Only graph ops (no
+`tf.py_function`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from kerastricks.config.names import DEFAULT_RESIZE
 from kerastricks.data import decode
 from kerastricks.data.augment import AugmentPipeline, resolve_augmentations
 from kerastricks.data.parse import record_parser
@@ -193,7 +195,7 @@ def build_dataset(
     exclude_folds: Sequence[int] | None = None,
     resize: str | None = None,
     cache: bool | str | None = None,
-    repeat: bool | None = None,
+    repeat: bool = False,
     deterministic: bool | None = None,
     keys: Mapping[str, Any] | None = None,
     num_classes: int | None = None,
@@ -209,11 +211,14 @@ def build_dataset(
     plus float32 weights `[B]` with `with_weights=True`, or string ids `[B]` with
     `with_ids=True` (evaluation only).
 
-    Training (`training=True`): seeded shuffle of files and records, repeat (unless
-    `repeat=False`), resize "random_resized_crop" by default, batch with `drop_remainder=True`
-    (fully static shapes), then the augmentations on the batch (per-sample ones draw per
-    sample; MixUp/CutMix per batch). Evaluation: file order then record order, no
-    augmentation, resize "squash" by default, `drop_remainder=False`.
+    Training (`training=True`): seeded shuffle of files and records, batch with
+    `drop_remainder=True` (fully static shapes), then the augmentations on the batch
+    (per-sample ones draw per sample; MixUp/CutMix per batch). Evaluation: file order then
+    record order, no augmentation, `drop_remainder=False`. Both resize with `DEFAULT_RESIZE`
+    ("squash", as the YAML `data.resize`) unless told otherwise. One pass over the records
+    is one epoch (`model.fit(ds, epochs=4)` works), and when the manifest counts the records
+    the dataset knows its length (`ds.cardinality()`); `repeat=True` streams forever, for a
+    trainer that counts `steps_per_epoch` itself (a TPU needs one uninterrupted stream).
 
     `deterministic=None` means deterministic when a `seed` is given (training) and always
     for evaluation, where predictions must line up with ids. `cache` (True/"memory", or a
@@ -230,9 +235,11 @@ def build_dataset(
         augment: YAML-style list `[{name, p, **kwargs}]` or an AugmentPipeline.
         seed: seed of shuffles, crops and augmentations.
         folds, exclude_folds: fold selection.
-        resize: "squash", "center_crop" or "random_resized_crop".
+        resize: "squash", "center_crop" or "random_resized_crop" (default
+            `DEFAULT_RESIZE`).
         cache: None/False, True/"memory", or a file path prefix.
-        repeat: repeat forever (default: True for training).
+        repeat: repeat forever (default: one pass, of known length when the manifest
+            counts the records).
         deterministic: element order reproducible (see above).
         keys, num_classes: schema of foreign records (see `resolve_records`); for records
             without labels `num_classes` is the model's, and the labels are zeros of that size.
@@ -241,7 +248,7 @@ def build_dataset(
         extra_records: records mixed into training (pseudo-labels).
     """
     size = decode.to_size(image_size)
-    resize = resize or ("random_resized_crop" if training else "squash")
+    resize = resize or DEFAULT_RESIZE
     _check_args(batch_size, resize, cache, with_ids, with_weights, training, extra_records)
     pipeline = resolve_augmentations(augment if training else None, seed)
     source = resolve_records(records, keys, num_classes=num_classes)
@@ -270,7 +277,6 @@ def build_dataset(
     if extra_records is not None:
         count = source.count(folds, exclude_folds)
         dataset = _merge_extra(dataset, source, extra_records, keys, seed, count, fields)
-    repeat = training if repeat is None else repeat
     cache_key = f"{files}|{folds}|{exclude_folds}|{extra_records}|{source.stored_sizes}"
     parser = record_parser(source, fields) if late else None
     dataset = _decode_stage(
@@ -280,9 +286,11 @@ def build_dataset(
     # batch, a parallel batch's bookkeeping cost 15-55 us of CPU per image with tf.data held
     # to one thread (five passes) and 2-4 % of images/s on two cores, while copying an
     # element into its batch is ~1 % of the decode.
-    dataset = dataset.batch(
-        batch_size, drop_remainder=training if drop_remainder is None else drop_remainder
-    )
+    drop_remainder = training if drop_remainder is None else drop_remainder
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    if not repeat and extra_records is None and source.manifest is not None:
+        count = source.count(folds, exclude_folds)
+        dataset = _with_known_length(dataset, count, batch_size, drop_remainder)
     if pipeline:
         dataset = _with_seeds(dataset, seed, salt=2)
         dataset = dataset.map(
@@ -293,6 +301,17 @@ def build_dataset(
     options = tf.data.Options()
     options.deterministic = deterministic
     return dataset.with_options(options)
+
+
+def _with_known_length(
+    dataset: tf.data.Dataset, count: int, batch_size: int, drop_remainder: bool
+) -> tf.data.Dataset:
+    """The batch count of one pass from the manifest's record count, so that Keras (and
+    `fit_stages`) know an epoch's steps before reading it."""
+    if int(dataset.cardinality()) >= 0:
+        return dataset
+    batches = count // batch_size if drop_remainder else -(-count // batch_size)
+    return dataset.apply(tf.data.experimental.assert_cardinality(batches))
 
 
 def _augment_batch(

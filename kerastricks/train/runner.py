@@ -268,6 +268,7 @@ def _stage_datasets(
     train_ds = build_dataset(
         inputs.source,
         training=True,
+        repeat=True,
         batch_size=plan.update_batch,
         augment=config.augment or None,
         exclude_folds=[data.val_fold],

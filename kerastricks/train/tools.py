@@ -72,6 +72,7 @@ def lr_find_for_config(
         image_size=chosen.image_size,
         batch_size=chosen.batch_size or config.train.batch_size,
         training=True,
+        repeat=True,
         augment=config.augment or None,
         seed=config.seed,
         exclude_folds=[config.data.val_fold],

@@ -48,7 +48,8 @@ def _op_names(dataset):
 
 
 def test_pipeline_graph_has_no_python_ops(records):
-    names = _op_names(build_dataset(records, 32, 8, True, AUGMENT, seed=0))
+    dataset = build_dataset(records, 32, 8, True, AUGMENT, seed=0, resize="random_resized_crop")
+    names = _op_names(dataset)
     assert {"DecodeAndCropJpeg", "ParseExampleV2", "StatelessSampleDistortedBoundingBox"} <= names
     assert not names & PY_FUNCS
     sneaky = tf.data.Dataset.range(3).map(lambda x: tf.py_function(lambda v: v, [x], tf.int64))
@@ -68,7 +69,7 @@ def test_evaluation_keeps_file_then_record_order_and_remainder(records):
 def test_folds_and_repeat(records):
     one_pass = build_dataset(records, 16, 4, True, seed=0, exclude_folds=[0], repeat=False)
     assert sum(1 for _ in one_pass) == 4  # 16 records, drop_remainder
-    infinite = build_dataset(records, 16, 4, True, seed=0, folds=[0])
+    infinite = build_dataset(records, 16, 4, True, seed=0, folds=[0], repeat=True)
     assert sum(1 for _ in infinite.take(7)) == 7  # 8 records, repeated
 
 
