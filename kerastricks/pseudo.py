@@ -31,6 +31,7 @@ from kerastricks.config import Config, ConfigError, save_config
 from kerastricks.pseudo_sets import pseudo_targets, select_confident, write_pseudo_sets
 from kerastricks.train.records import prepare_run_dir
 from kerastricks.train.resume import resumed_run_config, write_run_kind
+from tfrecords_tools.schema import MANIFEST_NAME
 
 
 def pseudo_label_rounds(
@@ -116,7 +117,7 @@ def pseudo_label_rounds(
 def _resumed_config(config: Config, run_dir: str) -> Config:
     """The saved pseudo-label run's config with the changes a resume may apply."""
     trained = tf.io.gfile.glob(os.path.join(run_dir, "round*", "fold*", "summary.json"))
-    labelled = tf.io.gfile.glob(os.path.join(run_dir, "pseudo*", "*", "manifest.json"))
+    labelled = tf.io.gfile.glob(os.path.join(run_dir, "pseudo*", "*", MANIFEST_NAME))
     return resumed_run_config(
         config,
         run_dir,

@@ -21,6 +21,14 @@ import tensorflow as tf
 
 from kerastricks._fs import read_json, write_json_atomic, write_text_atomic
 from kerastricks.config import Config, load_config
+from tfrecords_tools.schema import (
+    MANIFEST_NAME,
+    PSEUDO_FEATURES,
+    PSEUDO_PREFIX,
+    make_example,
+    shard_name,
+    shards_manifest,
+)
 
 DEFAULT_THRESHOLD = 0.95
 
@@ -88,8 +96,6 @@ def write_pseudo_records(
         class_names: the labelled records' class names (the unlabelled ones have none).
         provenance: where the pseudo-labels come from (saved in the manifest).
     """
-    from tfrecords_tools.schema import make_example
-
     wanted = {str(i): n for n, i in enumerate(ids)}
     image_key, id_key = source.keys["image"], source.keys["id"]
     spec = {
@@ -97,7 +103,7 @@ def write_pseudo_records(
         id_key: tf.io.FixedLenFeature([], tf.string),
     }
     tf.io.gfile.makedirs(out)
-    final = os.path.join(out, "pseudo-f-1-00000.tfrec")
+    final = os.path.join(out, shard_name(PSEUDO_PREFIX, -1, 0))
     tmp = final + ".tmp"
     written = 0
     with tf.io.TFRecordWriter(tmp) as writer:
@@ -116,34 +122,22 @@ def write_pseudo_records(
             writer.write(example.SerializeToString())
             written += 1
     tf.io.gfile.rename(tmp, final, overwrite=True)
-    manifest = {
-        "format_version": 1,
-        "task": task,
-        "features": {
-            "image": "bytes",
-            "label": "int64_list",
-            "id": "bytes",
-            "fold": "int64",
-            "soft_label": "float_list",
-            "weight": "float",
-        },
-        "class_names": list(class_names),
-        "num_classes": int(targets.shape[1]),
-        "num_records": written,
-        "num_folds": 0,
-        "shards": [
-            {
-                "file": os.path.basename(final),
-                "fold": -1,
-                "count": written,
-                "bytes": tf.io.gfile.stat(final).length,
-            }
-        ],
-        "counts": {"per_fold": {"-1": written}},
-        "skipped": [],
-        "provenance": provenance or {},
+    shard = {
+        "file": os.path.basename(final),
+        "fold": -1,
+        "count": written,
+        "bytes": tf.io.gfile.stat(final).length,
     }
-    write_json_atomic(os.path.join(out, "manifest.json"), manifest)
+    manifest = shards_manifest(
+        task,
+        class_names,
+        int(targets.shape[1]),
+        [shard],
+        extra_features=PSEUDO_FEATURES,
+        skipped=[],
+        provenance=provenance or {},
+    )
+    write_json_atomic(os.path.join(out, MANIFEST_NAME), manifest)
     return manifest
 
 
@@ -173,7 +167,7 @@ def write_pseudo_sets(
     sets = {}
     for name, for_folds, predictor, model_dirs in groups:
         set_dir = os.path.join(out, name)
-        if not tf.io.gfile.exists(os.path.join(set_dir, "manifest.json")):
+        if not tf.io.gfile.exists(os.path.join(set_dir, MANIFEST_NAME)):
             provenance = {
                 "round": round_index,
                 "mode": config.pseudo.mode,
@@ -278,4 +272,4 @@ def _write_pseudo_report(
 
 def pseudo_provenance(set_dir: str) -> dict[str, Any]:
     """The provenance saved in a pseudo set's manifest (round, mode, models, their ids)."""
-    return read_json(os.path.join(set_dir, "manifest.json"))["provenance"]
+    return read_json(os.path.join(set_dir, MANIFEST_NAME))["provenance"]

@@ -199,3 +199,31 @@ def test_per_fold_pseudo_labels_do_not_leak_validation_labels(tmp_path, copied_n
     assert provenance["for_folds"] == [0, 1] and len(provenance["models"]) == 2
     trained_on = set().union(*(m["trained_on_ids"] for m in provenance["models"]))
     assert fold_ids(records, 0) <= trained_on, "the pooled set's models saw fold 0's labels"
+
+
+def test_pseudo_records_follow_the_record_contract(tmp_path):
+    # The shard name and the manifest come from tfrecords_tools.schema; the reader reads them.
+    import types
+
+    import tensorflow as tf
+
+    from kerastricks.data import resolve_records
+    from kerastricks.pseudo_sets import write_pseudo_records
+    from tfrecords_tools.schema import check_manifest, make_example, shard_name
+
+    source_file = str(tmp_path / "unlabeled.tfrec")
+    with tf.io.TFRecordWriter(source_file) as writer:
+        for index in range(3):
+            writer.write(make_example(b"png", [], f"u{index}", -1, None))
+    source = types.SimpleNamespace(keys={"image": "image", "id": "id"}, files=[source_file])
+    targets = np.array([[0.9, 0.1], [0.2, 0.8]], "float32")
+    out = str(tmp_path / "pseudo1")
+    manifest = write_pseudo_records(
+        source, np.array(["u0", "u2"]), targets, 0.5, out, "single_label"
+    )
+    check_manifest(manifest, out)
+    assert manifest["shards"][0]["file"] == shard_name("pseudo", -1, 0)
+    assert manifest["counts"]["per_fold"] == {"-1": 2}
+    records = resolve_records(out)
+    assert (records.task, records.num_classes, records.labeled) == ("single_label", 2, True)
+    assert set(manifest["features"]) >= {"soft_label", "weight", "label"}

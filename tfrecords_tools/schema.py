@@ -199,3 +199,71 @@ def make_example(
 ) -> bytes:
     """Returns one serialized `tf.train.Example` in our record format (`task=None`: no label)."""
     return example_prefix(len(image), label, sample_id, fold, task, copies) + image
+
+
+# The manifest contract, shared by the writers (`tfrecords_tools.manifest`, pseudo-label sets)
+# and the reader (`kerastricks.data.reader`).
+MANIFEST_REQUIRED = ("format_version", "task", "num_classes", "class_names", "shards")
+PSEUDO_PREFIX = "pseudo"  # pseudo-label sets: one shard, fold -1 (trains, never validates)
+PSEUDO_FEATURES = {"soft_label": "float_list", "weight": "float"}
+
+
+def manifest_labeled(manifest: dict) -> bool:
+    """False for records written without labels (`labeled: false`, or no label feature)."""
+    if "features" in manifest and "label" not in manifest["features"]:
+        return False
+    return bool(manifest.get("labeled", True))
+
+
+def check_manifest(manifest: object, path: str) -> dict:
+    """Returns a parsed manifest, or raises a TFRecordsError naming what is missing or wrong."""
+    if not isinstance(manifest, dict):
+        raise TFRecordsError(f"Manifest {path} is invalid: missing {list(MANIFEST_REQUIRED)}.")
+    missing = [key for key in MANIFEST_REQUIRED if key not in manifest]
+    if missing:
+        raise TFRecordsError(f"Manifest {path} is invalid: missing {missing}.")
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise TFRecordsError(
+            f"Manifest {path} has format_version={manifest['format_version']!r}; this version "
+            f"of kerastricks reads format_version={FORMAT_VERSION}. Rewrite the records."
+        )
+    if manifest["task"] not in TASKS and manifest_labeled(manifest):
+        raise TFRecordsError(
+            f"Manifest {path}: task must be one of {TASKS}, got {manifest['task']!r}."
+        )
+    for shard in manifest["shards"]:
+        if not isinstance(shard, dict) or "file" not in shard or "fold" not in shard:
+            raise TFRecordsError(
+                f"Manifest {path}: each shard needs 'file' and 'fold', got {shard!r}."
+            )
+    return manifest
+
+
+def shards_manifest(
+    task: str | None,
+    class_names: Sequence[str],
+    num_classes: int,
+    shards: list[dict],
+    extra_features: dict[str, str] | None = None,
+    **fields: object,
+) -> dict:
+    """The manifest fields every record folder has, from its shard entries (`file`, `fold`,
+    `count`, `bytes`); `fields` adds or overrides keys (`skipped`, `provenance`, ...)."""
+    per_fold: dict[str, int] = {}
+    for shard in shards:
+        per_fold[str(shard["fold"])] = per_fold.get(str(shard["fold"]), 0) + int(shard["count"])
+    folds = {int(fold) for fold in per_fold} - {-1}
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "task": task,
+        "labeled": task is not None,
+        "features": {**feature_types(task), **(extra_features or {})},
+        "class_names": list(class_names),
+        "num_classes": int(num_classes),
+        "num_records": sum(int(shard["count"]) for shard in shards),
+        "num_folds": len(folds),
+        "shards": list(shards),
+        "counts": {"per_fold": per_fold},
+    }
+    manifest.update(fields)
+    return manifest

@@ -14,9 +14,14 @@ from typing import Any
 
 import tensorflow as tf
 
-MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
-TASKS = ("single_label", "multi_label", "regression")
+from tfrecords_tools.schema import MANIFEST_NAME as MANIFEST
+from tfrecords_tools.schema import (
+    TASKS,  # noqa: F401  (kerastricks.data.foreign imports it here)
+    TFRecordsError,
+    check_manifest,
+)
+from tfrecords_tools.schema import manifest_labeled as _manifest_labeled
+
 DEFAULT_KEYS = {
     "image": "image",
     "label": "label",
@@ -366,31 +371,10 @@ def _from_manifest(
     )
 
 
-def _manifest_labeled(manifest: dict[str, Any]) -> bool:
-    """False for records written without labels (`labeled: false`, or no label feature)."""
-    if "features" in manifest and DEFAULT_KEYS["label"] not in manifest["features"]:
-        return False
-    return bool(manifest.get("labeled", True))
-
-
 def _read_manifest(path: str) -> dict[str, Any]:
     try:
         with tf.io.gfile.GFile(path, "r") as handle:
             manifest = json.loads(handle.read())
     except json.JSONDecodeError as error:
-        raise ValueError(f"Manifest {path} is not valid JSON: {error}") from error
-    required = ("format_version", "task", "num_classes", "class_names", "shards")
-    missing = [k for k in required if k not in manifest] if isinstance(manifest, dict) else required
-    if missing:
-        raise ValueError(f"Manifest {path} is invalid: missing {list(missing)}.")
-    if manifest["format_version"] != FORMAT_VERSION:
-        raise ValueError(
-            f"Manifest {path} has format_version={manifest['format_version']!r}; this version "
-            f"of kerastricks reads format_version={FORMAT_VERSION}. Rewrite the records."
-        )
-    if manifest["task"] not in TASKS and _manifest_labeled(manifest):
-        raise ValueError(f"Manifest {path}: task must be one of {TASKS}, got {manifest['task']!r}.")
-    for shard in manifest["shards"]:
-        if not isinstance(shard, dict) or "file" not in shard or "fold" not in shard:
-            raise ValueError(f"Manifest {path}: each shard needs 'file' and 'fold', got {shard!r}.")
-    return manifest
+        raise TFRecordsError(f"Manifest {path} is not valid JSON: {error}") from error
+    return check_manifest(manifest, path)
