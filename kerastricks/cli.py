@@ -58,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with _startup_logs(hold_back):
         import kerastricks  # noqa: F401  (selects the Keras 2 API before TensorFlow loads)
         from kerastricks.config import ConfigError
+        from tfrecords_tools.schema import TFRecordsError
 
     try:
         _check_out_path(args)
@@ -71,7 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             check_pretrained_weights(config)
         result = args.handler(args, config)
-    except (ConfigError, UsageError, FileExistsError, FileNotFoundError, ValueError) as error:
+    # The user's mistakes (config, records, paths) are one line; any other exception is a bug
+    # in kerastricks and keeps its traceback.
+    except (ConfigError, TFRecordsError, UsageError, FileExistsError, FileNotFoundError) as error:
         print(f"kerastricks {args.verb}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     return 0 if result is None else int(result)
@@ -279,7 +282,7 @@ def _predict(args: argparse.Namespace, config: Any) -> int:
 
     records = args.records or config.data.test
     if records is None:
-        raise ValueError("predict: give --records TEST or set data.test in the config")
+        raise UsageError("predict: give --records TEST or set data.test in the config")
     hardware = detect_hardware(config.train.strategy)
     result = predict(config, args.run, records, out_dir=args.out, hardware=hardware)
     print(
@@ -300,7 +303,7 @@ def _explain(args: argparse.Namespace, config: Any) -> int:
 
 
 def _show_batch(args: argparse.Namespace, config: Any) -> int:
-    from kerastricks.train.tools import show_batch_for_config
+    from kerastricks.train import show_batch_for_config
 
     path = show_batch_for_config(config, args.out, stage=args.stage)
     print(f"wrote {path}")
@@ -308,7 +311,7 @@ def _show_batch(args: argparse.Namespace, config: Any) -> int:
 
 
 def _lr_find(args: argparse.Namespace, config: Any) -> int:
-    from kerastricks.train.tools import lr_find_for_config
+    from kerastricks.train import lr_find_for_config
 
     finder, path = lr_find_for_config(config, args.out, steps=args.steps, stage=args.stage)
     for name, value in finder.suggestions.items():

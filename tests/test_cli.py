@@ -284,3 +284,26 @@ def test_config_errors_answer_before_tensorflow_loads(tmp_path):
     if probe.stdout.strip() == "True":
         pytest.skip("kerastricks.config still imports TensorFlow; the CLI is ready for it")
     assert "tensorflow loaded: False" in result.stdout
+
+
+def test_a_bug_keeps_its_traceback_and_a_user_error_is_one_line(
+    config_file, tmp_path, capsys, monkeypatch
+):
+    import kerastricks.train.runner
+
+    def internal_bug(*args, **kwargs):
+        raise ValueError("an internal bug")
+
+    monkeypatch.setattr(kerastricks.train.runner, "train", internal_bug)
+    _, path = config_file()
+    with pytest.raises(ValueError, match="an internal bug"):
+        main(["train", path])
+    monkeypatch.undo()
+    # A record folder whose manifest is broken is the user's to fix: one line, exit 2.
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text('{"format_version": 1}')
+    _, path = config_file(data={"records": str(broken)})
+    assert main(["train", path]) == 2
+    line = _one_error_line(capsys.readouterr().err, "train")
+    assert "manifest.json is invalid: missing" in line

@@ -17,7 +17,7 @@ import pandas as pd
 import tensorflow as tf
 
 from kerastricks._fs import read_json, write_json_atomic, write_text_atomic
-from kerastricks.config import Config, load_config, save_config
+from kerastricks.config import Config, ConfigError, load_config, save_config
 from kerastricks.eval.predict import load_trained_model, predict_records, probability_columns
 from kerastricks.losses import monitor_for, score_predictions
 from kerastricks.train.preflight import fold_counts, preflight
@@ -101,14 +101,14 @@ def cv_folds(config: Config, source: Any) -> list[int]:
     """The folds a CV run trains: `cv.folds`, or every fold of the records."""
     available = sorted(f for f in fold_counts(source) if f >= 0)
     if not available:
-        raise ValueError(
+        raise ConfigError(
             f"data.records: {config.data.records} has no folds; write it with "
             "`tfrecords-tools write ... --folds K`"
         )
     folds = config.cv.folds if config.cv.folds is not None else available
     missing = [f for f in folds if f not in available]
     if missing:
-        raise ValueError(f"cv.folds: folds {missing} are not in the records (have {available})")
+        raise ConfigError(f"cv.folds: folds {missing} are not in the records (have {available})")
     return list(folds)
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import tensorflow as tf
 
 from kerastricks._fs import read_json, write_text_atomic
-from kerastricks.config import Config, TTAConfig, load_config
+from kerastricks.config import Config, ConfigError, TTAConfig, load_config
 from kerastricks.eval.distributed import global_batch_size, prediction_strategy
 from kerastricks.eval.tta import predict_tta
 from kerastricks.train.strategy import Hardware, resolve_jit_compile
@@ -133,7 +133,7 @@ def predict_records(
     num_classes = model.output_shape[-1]
     source = resolve_records(records, keys=config.data.keys, num_classes=num_classes)
     if source.labeled and source.num_classes > num_classes:
-        raise ValueError(
+        raise ConfigError(
             f"{source.path}: these records have {source.num_classes} classes, the model was "
             f"trained for {num_classes}. Predict records of the same classes (or records "
             "written without labels)."
@@ -248,7 +248,7 @@ def write_prediction_files(
         else:
             submission[config.predict.target_column] = names[probabilities.argmax(axis=1)]
     else:
-        raise ValueError(
+        raise ConfigError(
             f"predict.target: expected class_name, index or probabilities, got {target!r}"
         )
     predictions_path = os.path.join(out_dir, "predictions.csv")
@@ -280,7 +280,7 @@ def predict(
     source = resolve_records(records, keys=config.data.keys, num_classes=labels["num_classes"])
     unknown = sorted(set(source.class_names) - set(labels["class_names"]))
     if source.labeled and labels["class_names"] and unknown:
-        raise ValueError(
+        raise ConfigError(
             f"{records}: these records are labelled with classes {unknown} that the run in "
             f"{run_dir} never trained on (trained on {labels['class_names']}). Predict records "
             "of the run's classes, or records written without labels."
@@ -338,7 +338,7 @@ def submission_order(ids: np.ndarray, wanted: list[str] | None, how: str) -> np.
     missing = [i for i in wanted if i not in position]
     extra = sorted(set(position) - set(wanted))
     if missing or extra or len(wanted) != len(position):
-        raise ValueError(
+        raise ConfigError(
             f"{how.removeprefix('the order of ')}: its ids and the predicted records' differ "
             f"({len(missing)} not predicted, e.g. {missing[:3]}; {len(extra)} predicted but "
             f"not listed, e.g. {extra[:3]}; {len(wanted)} rows for {len(position)} records)."
@@ -353,10 +353,10 @@ def _id_column(path: str, column: str, what: str) -> list[str]:
     with tf.io.gfile.GFile(path) as f:
         frame = pd.read_csv(f, dtype=str, keep_default_na=False)
     if column not in frame.columns:
-        raise ValueError(
+        raise ConfigError(
             f"{what}: {path} has no column {column!r} (columns: {list(frame.columns)}); set "
             "predict.id_column to its id column"
         )
     if frame.empty:
-        raise ValueError(f"{what}: {path} has no rows")
+        raise ConfigError(f"{what}: {path} has no rows")
     return frame[column].tolist()
