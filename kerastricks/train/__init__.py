@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-__all__ = ["train"]
+__all__ = ["lr_find_for_config", "show_batch_for_config", "train"]
+
+# name -> module; lazy, so that `kerastricks.train.stages` (pure planning) imports without
+# the runner.
+_EXPORTS = {
+    "train": "kerastricks.train.runner",
+    "show_batch_for_config": "kerastricks.train.tools",
+    "lr_find_for_config": "kerastricks.train.tools",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy, so that `kerastricks.train.stages` (pure planning) imports without the runner.
-    if name == "train":
-        from kerastricks.train.runner import train
-
-        return train
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'kerastricks.train' has no attribute {name!r}")

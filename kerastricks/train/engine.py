@@ -169,8 +169,8 @@ def _fit_stage(
     print(
         f"\n== stage {plan.index + 1}/{len(run.plans)} '{stage.name}': "
         f"{stage.image_size}px, {groups_on}/{len(parts.groups)} groups train, "
-        f"{stage.epochs} epoch(s) x {plan.steps_per_epoch} steps, "
-        f"global batch {plan.global_batch or '?'}"
+        f"{stage.epochs} epoch(s) x {plan.steps_per_epoch} steps"
+        + (f", global batch {plan.global_batch}" if plan.global_batch else "")
     )
     recorder = EpochRecorder(
         parts.optimizer, parts.schedule, plan, state, checkpoint, run.monitor, averaging
