@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from kerastricks.config import RecipeConfig, StageConfig, TrainConfig
 from kerastricks.config.names import RECIPES
-from kerastricks.config.validate import check_stage
+from kerastricks.config.validate import ConfigError, check_stage
 
 SIZE_MULTIPLE = 8
 
@@ -104,10 +104,10 @@ def resolve_stages(train: TrainConfig) -> list[StageConfig]:
 
 
 def pick_stage(stages: Sequence[StageConfig], index: int) -> StageConfig:
-    """The stage at `index` (negative counts from the end); a ValueError names the range."""
+    """The stage at `index` (negative counts from the end); a ConfigError names the range."""
     if not -len(stages) <= index < len(stages):
         names = ", ".join(f"{i}: {stage.name}" for i, stage in enumerate(stages))
-        raise ValueError(
+        raise ConfigError(
             f"--stage {index}: the config has {len(stages)} stage(s) ({names}); give an index "
             f"from 0 to {len(stages) - 1}, or -1 for the last"
         )
