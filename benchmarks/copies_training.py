@@ -85,7 +85,14 @@ def train(records: str, seed: int, epochs: int) -> float:
     """Validation accuracy on fold 0 after `epochs` epochs on folds 1-4."""
     tf.keras.utils.set_random_seed(seed)
     train_set = build_dataset(
-        records, SIZE, BATCH, True, AUGMENT, seed=seed, exclude_folds=[0], repeat=False
+        records,
+        SIZE,
+        BATCH,
+        True,
+        AUGMENT,
+        seed=seed,
+        exclude_folds=[0],
+        resize="random_resized_crop",
     )
     val_set = build_dataset(records, SIZE, 100, False, folds=[0])
     model = small_cnn(8)

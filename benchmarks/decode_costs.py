@@ -105,10 +105,10 @@ def stage_cpu_us(source: RecordSource) -> dict[str, float]:
     }
     for size in (128, 64):
         cases[f"stage_{size}_ours_no_augment"] = lambda size=size: build_dataset(
-            source, size, batch, True
+            source, size, batch, True, resize="random_resized_crop", repeat=True
         )
         cases[f"stage_{size}_ours_flip_affine"] = lambda size=size: build_dataset(
-            source, size, batch, True, augment
+            source, size, batch, True, augment, resize="random_resized_crop", repeat=True
         )
     best = dict.fromkeys(cases, float("inf"))
     for index in range(STAGE_PASSES):
