@@ -21,6 +21,7 @@ import tensorflow as tf
 from kerastricks.config import ConfigError, StageConfig
 from kerastricks.config.validate import check_stage
 from kerastricks.models import LayerGroup
+from kerastricks.models.layer_decay import LRPartition, lr_partition
 from kerastricks.train.build import TrainingParts, spread_multipliers, training_parts
 from kerastricks.train.engine import StageRun, run_stages
 from kerastricks.train.stages import fine_tune_stages
@@ -166,6 +167,7 @@ def fit_stages(
     def build(image_size: int | None) -> TrainingParts:
         built = factory()
         split = groups_of(built, groups)
+        partition = lr_partition(built, split)
         return training_parts(
             built,
             split,
@@ -173,13 +175,16 @@ def fit_stages(
             optimizer=optimizer,
             weight_decay=weight_decay,
             optimizer_kwargs=dict(optimizer_kwargs or {}),
-            multipliers=multipliers(plans[0].stage, len(split)),
+            multipliers=multipliers(plans[0].stage, partition),
+            partition=partition,
             ema=ema,
             accumulate_steps=accumulate_steps,
         )
 
-    def multipliers(stage: Stage, count: int) -> list[float]:
-        return spread_multipliers(stage.lr_mult if stage.lr_mult is not None else lr_mult, count)
+    def multipliers(stage: Stage, partition: LRPartition) -> list[float]:
+        return spread_multipliers(
+            stage.lr_mult if stage.lr_mult is not None else lr_mult, partition
+        )
 
     run = StageRun(
         hardware=hardware,

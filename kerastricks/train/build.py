@@ -13,10 +13,10 @@ import tensorflow as tf
 from kerastricks.callbacks import enable_ema
 from kerastricks.config import Config, StageConfig
 from kerastricks.models import build_classifier, create_backbone, layer_groups
+from kerastricks.models.layer_decay import LRPartition, lr_partition
 from kerastricks.optim import (
     accumulate_gradients,
     create_optimizer,
-    spread_lrs,
     with_lr_multipliers,
 )
 from kerastricks.schedules import Staged, get_schedule
@@ -32,12 +32,14 @@ class TrainingParts:
         groups: ordered layer groups, input side first, head last.
         optimizer: the optimizer with per-group LR multipliers.
         schedule: the run-wide schedule (one stage after another, by global step).
+        partition: the optimizer's LR variable lists (layer groups split by timm depth).
     """
 
     model: tf.keras.Model
     groups: list[Any]
     optimizer: Any
     schedule: Any
+    partition: LRPartition | None = None
 
 
 def build_model(config: Config, num_outputs: int, image_size: int) -> tf.keras.Model:
@@ -83,18 +85,17 @@ def run_schedule(plans: list[StagePlan], lr_scale: float = 1.0) -> Staged:
     return Staged(boundaries, schedules)
 
 
-def stage_multipliers(config: Config, stage: StageConfig, num_groups: int) -> list[float]:
-    """Per-group LR multipliers of a stage (head = 1.0), from the stage or `train.lr_mult`."""
+def stage_multipliers(config: Config, stage: StageConfig, partition: LRPartition) -> list[float]:
+    """LR multipliers of a stage (head = 1.0), from the stage or `train.lr_mult`."""
     return spread_multipliers(
-        stage.lr_mult if stage.lr_mult is not None else config.train.lr_mult, num_groups
+        stage.lr_mult if stage.lr_mult is not None else config.train.lr_mult, partition
     )
 
 
-def spread_multipliers(spec: Any, num_groups: int) -> list[float]:
-    """Per-group LR multipliers from a `lr_mult` spec (`spread_lrs`); None: all 1.0."""
-    if spec is None:
-        return [1.0] * num_groups
-    return list(spread_lrs(num_groups, spec))
+def spread_multipliers(spec: Any, partition: LRPartition) -> list[float]:
+    """LR multipliers from a `lr_mult` spec, one per list of `partition`: `slice` and lists
+    per layer group, `layer_decay` per timm depth (docs/layer_groups.md); None: all 1.0."""
+    return partition.multipliers(spec)
 
 
 def build_parts(
@@ -109,6 +110,7 @@ def build_parts(
     first stage's), which matters for fixed-size (transformer) backbones only."""
     model = build_model(config, num_outputs, image_size or plans[0].stage.image_size)
     groups = layer_groups(model, config.train.groups)
+    partition = lr_partition(model, groups)
     optimizer = config.train.optimizer
     return training_parts(
         model,
@@ -117,7 +119,8 @@ def build_parts(
         optimizer=optimizer.name,
         weight_decay=optimizer.weight_decay,
         optimizer_kwargs=optimizer.kwargs,
-        multipliers=stage_multipliers(config, plans[0].stage, len(groups)),
+        multipliers=stage_multipliers(config, plans[0].stage, partition),
+        partition=partition,
         ema=config.train.ema,
         accumulate_steps=config.train.accumulate_steps,
         lr_scale=lr_scale,
@@ -133,6 +136,7 @@ def training_parts(
     weight_decay: float = 0.05,
     optimizer_kwargs: dict[str, Any] | None = None,
     multipliers: list[float] | None = None,
+    partition: LRPartition | None = None,
     ema: float | None = None,
     accumulate_steps: int = 1,
     lr_scale: float = 1.0,
@@ -148,11 +152,12 @@ def training_parts(
         model=model,
         **(optimizer_kwargs or {}),
     )
-    multipliers = multipliers or [1.0] * len(groups)
-    created = with_lr_multipliers(created, [g.variables for g in groups], multipliers)
+    partition = partition or lr_partition(model, groups)
+    multipliers = multipliers or partition.multipliers(None)
+    created = with_lr_multipliers(created, partition.variables, multipliers)
     if ema is not None:
         enable_ema(created, ema)
     created.build([v for v in model.weights if v.trainable])
     if accumulate_steps > 1:
         accumulate_gradients(model, accumulate_steps)
-    return TrainingParts(model, groups, created, schedule)
+    return TrainingParts(model, groups, created, schedule, partition)

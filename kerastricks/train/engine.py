@@ -40,7 +40,7 @@ class StageRun:
             the strategy's scope.
         datasets: `(plan, epochs_done) -> (train_ds, val_ds)` of a stage; `epochs_done` is
             the run-wide count of finished epochs (a resumed stage may skip what it trained).
-        multipliers: `(stage, num_groups) -> per-group LR multipliers` of a stage.
+        multipliers: `(stage, parts.partition) -> LR multipliers` of a stage, one per list.
         loss: the compiled loss.
         metrics: a factory of the compiled metrics (fresh objects for every compile).
         monitor: `(history key, "max" or "min")` that picks the best weights.
@@ -59,6 +59,8 @@ class StageRun:
         before_first_epoch: called with the parts before a fresh run's first stage.
         after_stage: called with `(parts, plan, val_ds)` after each stage.
         callbacks: more Keras callbacks for every stage.
+        row_fields: more columns of a stage's history rows (`plan -> {column: value}`), e.g.
+            which stored image sizes it reads.
         input_errors: a context manager around `fit` that explains input errors (which
             records to check when TensorFlow's DataLossError names no file).
     """
@@ -67,7 +69,7 @@ class StageRun:
     plans: list[StagePlan]
     build: Callable[[int | None], TrainingParts]
     datasets: Callable[[StagePlan, int], Datasets]
-    multipliers: Callable[[Any, int], list[float]]
+    multipliers: Callable[[Any, Any], list[float]]
     loss: Any
     metrics: Callable[[], list[Any]]
     monitor: tuple[str, str]
@@ -83,6 +85,7 @@ class StageRun:
     before_first_epoch: Callable[[TrainingParts], None] | None = None
     after_stage: Callable[[TrainingParts, StagePlan, Any], None] | None = None
     callbacks: Sequence[tf.keras.callbacks.Callback] = field(default_factory=list)
+    row_fields: Callable[[StagePlan], dict[str, Any]] = lambda plan: {}
     input_errors: Callable[[], AbstractContextManager] = nullcontext
 
 
@@ -156,7 +159,7 @@ def _fit_stage(
     stage = plan.stage
     groups_on = trainable_groups(stage.unfreeze, len(parts.groups))
     set_trainable(parts.model, parts.groups, groups_on)
-    set_lr_multipliers(parts.optimizer, run.multipliers(stage, len(parts.groups)))
+    set_lr_multipliers(parts.optimizer, run.multipliers(stage, parts.partition))
     with run.hardware.strategy.scope():
         parts.model.compile(
             optimizer=_compiled_optimizer(parts.model, parts.optimizer),
@@ -173,7 +176,14 @@ def _fit_stage(
         + (f", global batch {plan.global_batch}" if plan.global_batch else "")
     )
     recorder = EpochRecorder(
-        parts.optimizer, parts.schedule, plan, state, checkpoint, run.monitor, averaging
+        parts.optimizer,
+        parts.schedule,
+        plan,
+        state,
+        checkpoint,
+        run.monitor,
+        averaging,
+        fields=run.row_fields(plan),
     )
     if hasattr(averaging, "bn_data"):
         # SWA recomputes BatchNorm statistics of the average on this stage's training data.

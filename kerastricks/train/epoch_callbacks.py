@@ -27,8 +27,10 @@ class EpochRecorder(tf.keras.callbacks.Callback):
         checkpoint: RunCheckpoint | None,
         monitor: tuple[str, str],
         averaging: Any = None,
+        fields: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        self.fields = dict(fields or {})
         self.averaging = averaging
         self.optimizer = optimizer
         self.schedule = schedule
@@ -49,6 +51,7 @@ class EpochRecorder(tf.keras.callbacks.Callback):
             "stage": self.plan.index,
             "stage_name": self.plan.stage.name,
             "image_size": self.plan.stage.image_size,
+            **self.fields,
             "lr": float(self.schedule(max(step - 1, 0))),
             **{k: float(v) for k, v in (logs or {}).items()},
             "time_s": round(seconds, 3),

@@ -79,6 +79,7 @@ def summarise_run(
                 "image_size": plan.stage.image_size,
                 "epochs": plan.stage.epochs,
                 "unfreeze": plan.stage.unfreeze,
+                "stored_sizes": stage_rows[0].get("stored_sizes") if stage_rows else None,
                 f"best_{name}": stage_best[name] if stage_best else None,
                 "wall_s": round(seconds, 2),
                 "img_per_s": round(images / seconds, 1) if seconds else None,
@@ -116,11 +117,14 @@ def summarise_run(
 def print_stage_table(summary: dict[str, Any]) -> None:
     """Prints the best metric, wall time and images/s of every stage."""
     key = f"best_{summary['monitor']}"
-    print(f"\n{'stage':<12} {'size':>5} {'epochs':>6} {key:>20} {'wall s':>8} {'img/s':>8}")
+    print(
+        f"\n{'stage':<12} {'size':>5} {'epochs':>6} {key:>20} {'wall s':>8} {'img/s':>8}  read from"
+    )
     for stage in summary["stages"]:
         value = stage[key]
         shown = f"{value:.4f}" if value is not None else "-"
         print(
             f"{stage['name']:<12} {stage['image_size']:>5} {stage['epochs']:>6} {shown:>20} "
-            f"{stage['wall_s']:>8.1f} {stage['img_per_s'] or 0:>8.1f}"
+            f"{stage['wall_s']:>8.1f} {stage['img_per_s'] or 0:>8.1f}  "
+            f"{stage.get('stored_sizes') or '-'}"
         )

@@ -19,6 +19,7 @@ import tensorflow as tf
 from kerastricks._fs import write_json_atomic
 from kerastricks.config import Config, save_config
 from kerastricks.data import build_dataset
+from kerastricks.data.pipeline import stored_sizes_used
 from kerastricks.data.reader import read_errors_named
 from kerastricks.losses import make_loss, make_metrics, monitor_for
 from kerastricks.plots import save_curves, save_lr_plot
@@ -170,7 +171,7 @@ def config_stage_run(
         plans=plans,
         build=build,
         datasets=datasets,
-        multipliers=lambda stage, count: stage_multipliers(config, stage, count),
+        multipliers=lambda stage, partition: stage_multipliers(config, stage, partition),
         loss=loss_for(config, source.task),
         metrics=lambda: make_metrics(source.task, source.num_classes),
         monitor=monitor_for(source.task),
@@ -185,8 +186,18 @@ def config_stage_run(
         rebuild=rebuild,
         before_first_epoch=calibrate_bn,
         after_stage=after_stage,
+        row_fields=lambda plan: {"stored_sizes": _stored_sizes(config, source, plan)},
         input_errors=lambda: read_errors_named(source),
     )
+
+
+def _stored_sizes(config: Config, source: Any, plan: StagePlan) -> str:
+    """Which stored images the stage's training data decodes from, e.g. "128 256 full"."""
+    data = config.data
+    used = stored_sizes_used(
+        source, plan.stage.image_size, data.resize, cache=data.cache or None, keys=data.keys
+    )
+    return " ".join(used)
 
 
 def _explain_stage(

@@ -154,3 +154,34 @@ def test_model_without_timm_matcher_keeps_group_decay():
 )
 def test_other_families_match_timm(model_name, size):
     _assert_matches_timm(_classifier(model_name, size), model_name)
+
+
+def test_a_run_config_with_layer_decay_gives_the_optimizer_timms_lrs(make_config):
+    # train.lr_mult reaches the optimizer through the runner's own build path.
+    from kerastricks.optim import get_lr_multipliers, set_lr_multipliers
+    from kerastricks.train.build import build_parts, stage_multipliers
+    from kerastricks.train.stages import plan_stages
+
+    config = make_config(
+        model={"backbone": "resnet18"},
+        train={
+            "lr_mult": {"slice": [1e-3, 1.0]},
+            "stages": [
+                {"epochs": 1, "image_size": 32, "lr": 1e-3},
+                {"epochs": 1, "image_size": 32, "lr": 1e-3, "lr_mult": {"layer_decay": DECAY}},
+            ],
+        },
+    )
+    plans = plan_stages(config.train.stages, 64, 16, 1, 2, 1)
+    parts = build_parts(config, plans, 10, 1.0)
+    first = get_lr_multipliers(parts.optimizer)
+    assert min(first) == pytest.approx(1e-3)  # stage 1: the slice over our groups
+    set_lr_multipliers(parts.optimizer, stage_multipliers(config, plans[1].stage, parts.partition))
+    multipliers = get_lr_multipliers(parts.optimizer)
+    checked = 0
+    for variables, multiplier in zip(parts.partition.variables, multipliers, strict=True):
+        for variable in variables:
+            _, expected = _expected_scale(variable, "resnet18")
+            assert multiplier == pytest.approx(expected, rel=1e-6), variable.name
+            checked += 1
+    assert checked == len([v for v in parts.model.weights if v.trainable])
