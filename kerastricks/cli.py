@@ -293,7 +293,7 @@ def _predict(args: argparse.Namespace, config: Any) -> int:
 
 
 def _explain(args: argparse.Namespace, config: Any) -> int:
-    from kerastricks.eval.explain_run import explain_run
+    from kerastricks.eval.grad_cam_grid import explain_run
     from kerastricks.train.strategy import detect_hardware
 
     hardware = detect_hardware(config.train.strategy)

@@ -135,12 +135,12 @@ def _one_error_line(err: str, verb: str) -> str:
 def test_out_in_a_missing_folder_fails_before_any_work(
     config_file, tmp_path, capsys, monkeypatch, verb, extra
 ):
-    import kerastricks.eval.explain_run
+    import kerastricks.eval.grad_cam_grid
     import kerastricks.train.tools
 
     monkeypatch.setattr(kerastricks.train.tools, "show_batch_for_config", _fail_if_called)
     monkeypatch.setattr(kerastricks.train.tools, "lr_find_for_config", _fail_if_called)
-    monkeypatch.setattr(kerastricks.eval.explain_run, "explain_run", _fail_if_called)
+    monkeypatch.setattr(kerastricks.eval.grad_cam_grid, "explain_run", _fail_if_called)
     _, path = config_file()
     out = str(tmp_path / "missing_dir" / "x.png")
     assert main([verb, path, "--out", out, *extra]) == 2

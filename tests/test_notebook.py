@@ -291,7 +291,8 @@ def test_notebook_runs_end_to_end_on_cpu(tmp_path, monkeypatch):
     history = pd.read_csv(cv_dir / "fold0" / "history.csv")
     assert history["image_size"].tolist() == [16, 32]
     assert history["stage_name"].tolist() == ["head_16px", "all_32px"], "WEIGHTS: head first"
-    cv_text = _outputs(_cell_with(nb, "cross_validate("))
+    assert "fold 0: training" in _outputs(_cell_with(nb, "overwrite=True"))
+    cv_text = _outputs(_cell_with(nb, "resume=CV_DIR"))
     assert "fold 0: training" not in cv_text, "fold 0 was trained in step 6 and must be reused"
     assert "fold 1: training" in cv_text
     summary = json.loads((cv_dir / "summary.json").read_text())

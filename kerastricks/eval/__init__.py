@@ -1,6 +1,7 @@
-"""Evaluation: k-fold CV with OOF predictions, TTA, and prediction files."""
+"""Evaluation: k-fold CV with OOF predictions, TTA, prediction files and Grad-CAM grids."""
 
 from kerastricks.eval.cv import cross_validate, score_oof
+from kerastricks.eval.grad_cam_grid import explain_run
 from kerastricks.eval.predict import ensemble_predict, predict
 from kerastricks.eval.tta import blend_tta, get_tta_transform, list_tta_transforms
 
@@ -8,6 +9,7 @@ __all__ = [
     "blend_tta",
     "cross_validate",
     "ensemble_predict",
+    "explain_run",
     "get_tta_transform",
     "list_tta_transforms",
     "predict",

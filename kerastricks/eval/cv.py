@@ -37,6 +37,10 @@ def cross_validate(
     """`kerastricks cv`: trains the listed folds (default all), writes `oof.csv` and the
     CV score (plain and with TTA) into `<output>/<name>-cv/summary.json`.
 
+    Returns the summary: the scores, `run_dir` (the CV run folder, what `resume`, `predict`
+    and `explain_run` take) and per fold its score and `run_dir` (the fold's training run:
+    `history.csv`, `plots/`, `checkpoints/`).
+
     Args:
         config: the run config; `cv.folds` lists the folds to train (null: all).
         resume: a CV run folder to continue (finished folds are kept as they are); the
@@ -138,7 +142,7 @@ def _run_fold(
         _write_fold_oof(fold_dir, fold, config, hardware)
     frame = pd.read_csv(tf.io.gfile.GFile(oof_path))
     fold_summary = read_json(summary_path)
-    return {"fold": fold, "oof": frame, "summary": fold_summary}
+    return {"fold": fold, "oof": frame, "summary": fold_summary, "run_dir": fold_dir}
 
 
 def _write_fold_oof(fold_dir: str, fold: int, config: Config, hardware: Any) -> None:
@@ -207,6 +211,7 @@ def _summarise(
             "score_plain": score_oof(frame, task, plain=True),
             "n": len(frame),
             "wall_s": result["summary"].get("wall_s"),
+            "run_dir": result["run_dir"],
         }
     metric = monitor_for(task)[0].removeprefix("val_")
     summary = {

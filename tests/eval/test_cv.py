@@ -91,9 +91,12 @@ def test_cv_writes_complete_oof_and_a_score_that_recomputes(tmp_path, semi_recor
     assert saved["cv_score"] == pytest.approx(score_oof(oof, "single_label"))
     assert saved["cv_score_plain"] == pytest.approx(score_oof(oof, "single_label", plain=True))
     assert summary["per_fold"].keys() == {"0", "1"}
+    assert summary["per_fold"]["0"]["run_dir"] == os.path.join(run_dir, "fold0")
 
     # A crash inside fold 1: fold 0 is kept as it is, fold 1 resumes from its checkpoint.
-    fold0_weights = os.path.join(run_dir, "fold0", "checkpoints", "best.weights.h5")
+    fold0_weights = os.path.join(
+        summary["per_fold"]["0"]["run_dir"], "checkpoints", "best.weights.h5"
+    )
     stamp = os.path.getmtime(fold0_weights)
     for name in ("fold1/summary.json", "fold1/oof.csv", "summary.json", "oof.csv"):
         os.remove(os.path.join(run_dir, name))

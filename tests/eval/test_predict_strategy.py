@@ -151,7 +151,7 @@ def _worker(run_dir: str, records: str, out: str) -> None:
     from kerastricks.config import load_config
     from kerastricks.data import build_dataset, resolve_records
     from kerastricks.eval.distributed import prediction_strategy
-    from kerastricks.eval.explain_run import explain_run
+    from kerastricks.eval.grad_cam_grid import explain_run
     from kerastricks.eval.predict import load_trained_model, predict, predict_records
     from kerastricks.train.strategy import detect_hardware
 
