@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
+from kerastricks._sizes import size_pair
 from kerastricks.config.names import RESIZE_POLICIES
 
 # libjpeg decodes at 1/2, 1/4 or 1/8 scale by dropping DCT coefficients: far cheaper than a
@@ -19,21 +20,6 @@ _JPEG_RATIOS = (1, 2, 4, 8)
 # torchvision / timm RandomResizedCrop defaults.
 RRC_SCALE = (0.08, 1.0)
 RRC_RATIO = (3.0 / 4.0, 4.0 / 3.0)
-
-
-def to_size(image_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    """Returns `(height, width)` from an int or a pair; raises on anything else."""
-    if isinstance(image_size, bool):
-        raise ValueError(f"image_size must be an int or (height, width). Received: {image_size!r}")
-    if isinstance(image_size, int):
-        size = (image_size, image_size)
-    elif isinstance(image_size, (tuple, list)) and len(image_size) == 2:
-        size = (int(image_size[0]), int(image_size[1]))
-    else:
-        raise ValueError(f"image_size must be an int or (height, width). Received: {image_size!r}")
-    if min(size) <= 0:
-        raise ValueError(f"image_size must be positive. Received: {image_size!r}")
-    return size
 
 
 def check_resize_policy(resize: str) -> str:
@@ -101,7 +87,7 @@ def decode_image(
         image_bytes: scalar string tensor, the encoded image.
         target_size: the size the caller will resize to, or None for a full decode.
     """
-    target_hw = None if target_size is None else to_size(target_size)
+    target_hw = None if target_size is None else size_pair(target_size)
     return decode_window(image_bytes, _whole_image, target_hw)
 
 
@@ -283,7 +269,7 @@ def decode_and_resize(
         seed: int32/int64 tensor of shape [2], for "random_resized_crop".
         copies: string `[K]`, JPEG copies of the image, smallest first ("" where absent).
     """
-    size = to_size(image_size)
+    size = size_pair(image_size)
     window_fn = _window_fn(policy, size, seed)
     return resize(decode_window(image_bytes, window_fn, size, copies), size)
 
@@ -292,7 +278,7 @@ def crop_and_resize(
     image: tf.Tensor, image_size: int | tuple[int, int], policy: str, seed: tf.Tensor | None = None
 ) -> tf.Tensor:
     """Applies a resize policy to an already decoded image (the cached path)."""
-    size = to_size(image_size)
+    size = size_pair(image_size)
     window = _window_fn(policy, size, seed)(tf.shape(image)[:2])
     crop = tf.slice(image, tf.concat([window[:2], [0]], 0), tf.concat([window[2:], [3]], 0))
     return resize(crop, size)

@@ -16,6 +16,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from kerastricks._sizes import size_pair
 from kerastricks.config.names import DEFAULT_RESIZE
 from kerastricks.data import decode
 from kerastricks.data.augment import AugmentPipeline, resolve_augmentations
@@ -247,7 +248,7 @@ def build_dataset(
         with_ids, with_weights: add ids or sample weights as a third element.
         extra_records: records mixed into training (pseudo-labels).
     """
-    size = decode.to_size(image_size)
+    size = size_pair(image_size)
     resize = resize or DEFAULT_RESIZE
     _check_args(batch_size, resize, cache, with_ids, with_weights, training, extra_records)
     pipeline = resolve_augmentations(augment if training else None, seed)
@@ -420,7 +421,7 @@ def stored_sizes_used(
     """
     source = resolve_records(records, keys)
     decode.check_resize_policy(resize)
-    need = max(decode.to_size(image_size))
+    need = max(size_pair(image_size))
     if resize == "random_resized_crop" and cache not in (None, False):
         need, resize = round(CACHE_SCALE_FOR_CROP * need), "squash"
     covering = [size for size in source.stored_sizes if size >= need]

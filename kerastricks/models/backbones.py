@@ -7,6 +7,7 @@ import difflib
 from typing import Any
 
 from kerastricks._compat import ensure_tfimm
+from kerastricks._sizes import size_pair
 
 # The one place tfimm is checked: every model builder imports this module first.
 ensure_tfimm()
@@ -51,14 +52,6 @@ def resolve_backbone_name(name: str) -> str:
     )
 
 
-def size_pair(input_size: int | tuple[int, int]) -> tuple[int, int]:
-    """An image size as (height, width) from an int or a pair."""
-    if isinstance(input_size, int):
-        return (input_size, input_size)
-    height, width = input_size
-    return (int(height), int(width))
-
-
 def backbone_kwargs(
     name: str, input_size: int | tuple[int, int] | None = None, **tfimm_kwargs: Any
 ) -> dict[str, Any]:
@@ -86,7 +79,7 @@ def backbone_kwargs(
     if "drop_rate" in fields:
         kwargs["drop_rate"] = 0.0
     if input_size is not None:
-        kwargs["input_size"] = size_pair(input_size)
+        kwargs["input_size"] = size_pair(input_size, "input_size")
     kwargs.update(tfimm_kwargs)
     return kwargs
 

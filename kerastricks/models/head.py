@@ -9,9 +9,10 @@ import numpy as np
 import tensorflow as tf
 
 import kerastricks  # noqa: F401  (selects tf-keras before TensorFlow is imported)
+from kerastricks._sizes import size_pair
 from kerastricks.config.schema import HeadConfig
 from kerastricks.config.validate import check_head
-from kerastricks.models.backbones import create_backbone, is_tfimm_model, size_pair
+from kerastricks.models.backbones import create_backbone, is_tfimm_model
 
 HEAD_PREFIX = "head/"
 # Token-mixing MLPs: fixed token grid, no interpolation.
