@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+Optimizer = tf.keras.optimizers.Optimizer
+
 
 def innermost_optimizer(optimizer: tf.keras.optimizers.Optimizer) -> tf.keras.optimizers.Optimizer:
     """Follows `inner_optimizer` through every wrapper (`LossScaleOptimizer`, `Lookahead`, ...)
@@ -15,7 +17,13 @@ def innermost_optimizer(optimizer: tf.keras.optimizers.Optimizer) -> tf.keras.op
     innermost_optimizer(wrapped).learning_rate  # the Adam's
     ```
     """
-    current = optimizer
-    while hasattr(current, "inner_optimizer"):
-        current = current.inner_optimizer
-    return current
+    return optimizer_chain(optimizer)[-1]
+
+
+def optimizer_chain(optimizer: Optimizer) -> list[Optimizer]:
+    """The optimizer and each one it wraps through `inner_optimizer`, outermost first: every
+    level holds state of its own (a loss scale, Lookahead's slow weights, the moments)."""
+    chain = [optimizer]
+    while hasattr(chain[-1], "inner_optimizer"):
+        chain.append(chain[-1].inner_optimizer)
+    return chain

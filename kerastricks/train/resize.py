@@ -17,6 +17,7 @@ from tfimm.models.factory import transfer_weights
 
 from kerastricks.models import needs_fixed_size
 from kerastricks.models.backbones import is_tfimm_model
+from kerastricks.optim.inner import optimizer_chain
 from kerastricks.train.build import TrainingParts
 
 
@@ -59,5 +60,9 @@ def _copy_optimizer_state(old: Any, new: Any) -> None:
 
 
 def _state_variables(optimizer: Any) -> list[tf.Variable]:
-    inner = getattr(optimizer, "inner_optimizer", optimizer)
-    return list(inner.variables)
+    # Every wrapper level's state (a wrapper may list its inner optimizer's variables too).
+    variables = {}
+    for level in optimizer_chain(optimizer):
+        for variable in level.variables:
+            variables.setdefault(id(variable), variable)
+    return list(variables.values())
