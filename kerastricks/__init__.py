@@ -35,7 +35,7 @@ _EXPORTS = {
     "fit_stages": ("kerastricks.fit", "fit_stages"),
     "fine_tune": ("kerastricks.fit", "fine_tune"),
     "cross_validate": ("kerastricks.eval.cv", "cross_validate"),
-    "predict": ("kerastricks.eval.predict", "predict"),
+    "predict": ("kerastricks.eval.inference", "predict"),
     "lr_find": ("kerastricks.callbacks.lr_finder", "find_lr"),
     "list_backbones": ("kerastricks.models", "list_backbones"),
     "list_augmentations": ("kerastricks.data.augment", "list_augmentations"),

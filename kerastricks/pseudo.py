@@ -29,7 +29,7 @@ import tensorflow as tf
 from kerastricks._fs import write_text_atomic
 from kerastricks.config import Config, ConfigError, save_config
 from kerastricks.pseudo_sets import pseudo_targets, select_confident, write_pseudo_sets
-from kerastricks.train.records import prepare_run_dir
+from kerastricks.train.reports import prepare_run_dir
 from kerastricks.train.resume import resumed_run_config, write_run_kind
 from tfrecords_tools.schema import MANIFEST_NAME
 

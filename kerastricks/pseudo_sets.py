@@ -188,7 +188,7 @@ def _write_pseudo_set(
     provenance: dict[str, Any],
     hardware: Any,
 ) -> None:
-    from kerastricks.eval.predict import ensemble_predict
+    from kerastricks.eval.inference import ensemble_predict
 
     # A fold folder predicts with its own model only; a round folder with every fold's.
     result = ensemble_predict(

@@ -61,10 +61,25 @@ def test_train_then_explain_and_show_batch(config_file, tmp_path, capsys):
     assert Image.open(batch).size[0] > 100
 
 
-def test_lr_find_prints_suggestions_and_writes_the_plot(config_file, tmp_path, capsys):
+def test_lr_find_prints_suggestions_and_writes_the_plot(config_file, tmp_path, capsys, monkeypatch):
+    import kerastricks.train.build
+    from kerastricks.optim import get_lr_multipliers
+
+    built = []
+    build_parts = kerastricks.train.build.build_parts
+
+    def spy(*args, **kwargs):
+        built.append(build_parts(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(kerastricks.train.build, "build_parts", spy)
     _, path = config_file()
     plot = str(tmp_path / "lr.png")
     assert main(["lr-find", path, "--steps", "12", "--out", plot]) == 0
+    # The runner's own build: the model with its layer groups and the multiplier optimizer.
+    (parts,) = built
+    assert len(parts.groups) > 1
+    assert len(get_lr_multipliers(parts.optimizer)) == len(parts.partition.variables)
     out = capsys.readouterr().out
     assert "suggested lr (valley)" in out
     assert os.path.getsize(plot) > 1000
@@ -128,6 +143,14 @@ def _one_error_line(err: str, verb: str) -> str:
     return lines[0]
 
 
+def test_a_records_error_is_one_line(config_file, tmp_path, capsys):
+    # The reader's user errors are TFRecordsErrors: no traceback, what to fix.
+    _, path = config_file(data={"keys": {"imagez": "image"}})
+    assert main(["show-batch", path, "--out", str(tmp_path / "batch.png")]) == 2
+    line = _one_error_line(capsys.readouterr().err, "show-batch")
+    assert "Unknown entries ['imagez'] in keys" in line
+
+
 @pytest.mark.parametrize(
     "verb, extra",
     [("show-batch", []), ("lr-find", []), ("explain", ["--run", "somewhere"])],
@@ -136,10 +159,11 @@ def test_out_in_a_missing_folder_fails_before_any_work(
     config_file, tmp_path, capsys, monkeypatch, verb, extra
 ):
     import kerastricks.eval.grad_cam_grid
-    import kerastricks.train.tools
+    import kerastricks.train.lr_find
+    import kerastricks.train.show_batch
 
-    monkeypatch.setattr(kerastricks.train.tools, "show_batch_for_config", _fail_if_called)
-    monkeypatch.setattr(kerastricks.train.tools, "lr_find_for_config", _fail_if_called)
+    monkeypatch.setattr(kerastricks.train.show_batch, "show_batch_for_config", _fail_if_called)
+    monkeypatch.setattr(kerastricks.train.lr_find, "lr_find_for_config", _fail_if_called)
     monkeypatch.setattr(kerastricks.eval.grad_cam_grid, "explain_run", _fail_if_called)
     _, path = config_file()
     out = str(tmp_path / "missing_dir" / "x.png")
@@ -160,10 +184,11 @@ def test_out_naming_a_folder_or_under_a_file_is_refused(config_file, tmp_path, c
 
 @pytest.mark.parametrize("verb", ["show-batch", "lr-find"])
 def test_stage_out_of_range_names_the_stages(config_file, tmp_path, capsys, monkeypatch, verb):
-    import kerastricks.train.tools
+    import kerastricks.train.lr_find
+    import kerastricks.train.show_batch
 
-    monkeypatch.setattr(kerastricks.train.tools, "show_batch_for_config", _fail_if_called)
-    monkeypatch.setattr(kerastricks.train.tools, "lr_find_for_config", _fail_if_called)
+    monkeypatch.setattr(kerastricks.train.show_batch, "show_batch_for_config", _fail_if_called)
+    monkeypatch.setattr(kerastricks.train.lr_find, "lr_find_for_config", _fail_if_called)
     _, path = config_file()
     out = str(tmp_path / "x.png")
     assert main([verb, path, "--stage", "5", "--out", out]) == 2
@@ -190,12 +215,13 @@ def test_pretrained_weights_without_timm_and_torch_say_what_to_do(config_file, c
 @pytest.mark.parametrize("verb", ["train", "cv", "lr-find"])
 def test_output_under_an_existing_file_is_refused(config_file, tmp_path, capsys, monkeypatch, verb):
     import kerastricks.eval
+    import kerastricks.train.lr_find
     import kerastricks.train.runner
-    import kerastricks.train.tools
+    import kerastricks.train.show_batch
 
     monkeypatch.setattr(kerastricks.train.runner, "train", _fail_if_called)
     monkeypatch.setattr(kerastricks.eval, "cross_validate", _fail_if_called)
-    monkeypatch.setattr(kerastricks.train.tools, "lr_find_for_config", _fail_if_called)
+    monkeypatch.setattr(kerastricks.train.lr_find, "lr_find_for_config", _fail_if_called)
     blocker = tmp_path / "runs_is_a_file"
     blocker.write_text("")
     _, path = config_file(output=str(blocker))

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import kerastricks  # noqa: F401  (Keras 2 API before TensorFlow loads)
-from kerastricks.notebook import (
+from kerastricks.install_plan import (
     REQUIREMENTS,
     TFIMM,
     install_missing,
@@ -148,7 +148,7 @@ def test_missing_wheels_dir_fails_before_pip(tmp_path, monkeypatch):
 
 def _fake_environment(monkeypatch, installed, tf_versions):
     """Patches what install_missing sees and records its pip calls (with the constraints)."""
-    import kerastricks.notebook as notebook
+    import kerastricks.install_plan as install_plan
 
     versions = iter(tf_versions)
     calls = []
@@ -159,9 +159,9 @@ def _fake_environment(monkeypatch, installed, tf_versions):
         )
         calls.append((command, Path(constraints).read_text().split() if constraints else None))
 
-    monkeypatch.setattr(notebook, "installed_distributions", lambda: dict(installed))
-    monkeypatch.setattr(notebook, "tensorflow_version", lambda: next(versions))
-    monkeypatch.setattr(notebook.subprocess, "run", fake_run)
+    monkeypatch.setattr(install_plan, "installed_distributions", lambda: dict(installed))
+    monkeypatch.setattr(install_plan, "tensorflow_version", lambda: next(versions))
+    monkeypatch.setattr(install_plan.subprocess, "run", fake_run)
     return calls
 
 

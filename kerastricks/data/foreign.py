@@ -8,7 +8,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from kerastricks.data.reader import DEFAULT_KEYS, TASKS, RecordSource
+from kerastricks.data.reader import DEFAULT_KEYS, TASKS, RecordSource, TFRecordsError
 
 _LABEL_DTYPES = {"int64": tf.int64, "int": tf.int64, "float32": tf.float32, "float": tf.float32}
 
@@ -18,8 +18,8 @@ def _first_example(files: list[str]) -> tf.train.Example:
         for serialized in tf.data.TFRecordDataset(files[:1]).take(1):
             return tf.train.Example.FromString(serialized.numpy())
     except (tf.errors.DataLossError, tf.errors.OpError) as error:
-        raise ValueError(f"Cannot read a record from {files[0]}: {error.message}") from error
-    raise ValueError(f"Record file {files[0]} is empty.")
+        raise TFRecordsError(f"Cannot read a record from {files[0]}: {error.message}") from error
+    raise TFRecordsError(f"Record file {files[0]} is empty.")
 
 
 def foreign_source(
@@ -39,7 +39,7 @@ def foreign_source(
         if name is not None and name not in features:
             if role in keys or role in ("image", "label"):
                 close = difflib.get_close_matches(name, list(features), n=3, cutoff=0.3)
-                raise KeyError(
+                raise TFRecordsError(
                     f"Feature {name!r} ({role}) is not in the records {files[0]}; the records "
                     f"have {sorted(features)}. Closest: {close}. Set keys={{'{role}': ...}}"
                     + (" (None for unlabelled records)." if role == "label" else ".")
@@ -49,12 +49,12 @@ def foreign_source(
     dtype = _label_dtype(label_dtype, features, resolved["label"], path)
     task = task or ("regression" if dtype == tf.float32 else "single_label")
     if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}. Received: {task!r}")
+        raise TFRecordsError(f"task must be one of {TASKS}. Received: {task!r}")
     if num_classes is None and resolved["label"] is None:
         num_classes = 0  # unknown: the trained model's count comes with build_dataset
     if num_classes is None:
         if task != "regression":
-            raise ValueError(
+            raise TFRecordsError(
                 f"Records {path} have no manifest: pass num_classes (classes, or regression "
                 "targets) for their labels."
             )
@@ -76,7 +76,7 @@ def _label_dtype(
 ) -> tf.DType:
     if label_dtype is not None:
         if label_dtype not in _LABEL_DTYPES:
-            raise ValueError(
+            raise TFRecordsError(
                 f"label_dtype must be one of {sorted(_LABEL_DTYPES)}. Received: {label_dtype!r}"
             )
         return _LABEL_DTYPES[label_dtype]
@@ -84,7 +84,7 @@ def _label_dtype(
         return tf.int64
     kind = features[label_key].WhichOneof("kind")
     if kind == "bytes_list":
-        raise ValueError(
+        raise TFRecordsError(
             f"Label feature {label_key!r} in {path} holds bytes; kerastricks reads integer "
             "class indices or float targets. Re-write the records with tfrecords-tools."
         )

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from tfrecords_tools.schema import MANIFEST_NAME as MANIFEST
@@ -102,7 +103,7 @@ class RecordSource:
             if actual != expected:
                 wrong.append(f"{path} ({actual} bytes, the manifest says {expected})")
         if wrong:
-            raise ValueError(
+            raise TFRecordsError(
                 f"Records {self.path}: {len(wrong)} shard(s) differ in size from "
                 f"{MANIFEST}, so they are truncated or corrupt: {'; '.join(wrong[:5])}"
                 f"{' ...' if len(wrong) > 5 else ''}. Run `tfrecords-tools verify {folder}` "
@@ -138,9 +139,14 @@ class RecordSource:
         return self.shard_folds is None and (folds is not None or exclude_folds is not None)
 
     def count(
-        self, folds: Sequence[int] | None = None, exclude_folds: Sequence[int] | None = None
-    ) -> int:
-        """Records in the selected folds: from the manifest's shard counts, else by reading."""
+        self,
+        folds: Sequence[int] | None = None,
+        exclude_folds: Sequence[int] | None = None,
+        *,
+        read: bool = True,
+    ) -> int | None:
+        """Records in the selected folds: from the manifest's shard counts, else by reading
+        (once; with `read=False`, None instead of a pass over the files)."""
         folds, exclude_folds = self.check_folds(folds, exclude_folds)
         if self.manifest is not None:
             shards = self.manifest["shards"]
@@ -148,6 +154,8 @@ class RecordSource:
                 return sum(
                     int(s["count"]) for s in shards if _keep(s["fold"], folds, exclude_folds)
                 )
+        if not read:
+            return None
         cache_key = f"{folds}|{exclude_folds}"
         if cache_key not in self._counts:
             dataset = tf.data.TFRecordDataset(self.files_for(folds, exclude_folds))
@@ -159,6 +167,23 @@ class RecordSource:
             self._counts[cache_key] = int(dataset.reduce(0, lambda n, _: n + 1).numpy())
         return self._counts[cache_key]
 
+    def fold_counts(self) -> dict[int, int]:
+        """Records per fold (-1: no fold), from the manifest, else by reading the fold feature."""
+        if self.manifest is not None and "counts" in self.manifest:
+            per_fold = self.manifest["counts"].get("per_fold", {})
+            if per_fold:
+                return {int(k): int(v) for k, v in per_fold.items()}
+        if self.keys.get("fold") is None:
+            return {-1: self.num_records}
+        key = self.keys["fold"]
+        spec = {key: tf.io.FixedLenFeature([], tf.int64, default_value=-1)}
+        dataset = tf.data.TFRecordDataset(self.files).map(
+            lambda r: tf.io.parse_single_example(r, spec)[key]
+        )
+        values = np.fromiter(dataset.as_numpy_iterator(), dtype=np.int64)
+        folds, counts = np.unique(values, return_counts=True)
+        return {int(f): int(c) for f, c in zip(folds, counts, strict=True)}
+
     def check_folds(
         self, folds: Sequence[int] | None, exclude_folds: Sequence[int] | None
     ) -> tuple[list[int] | None, list[int] | None]:
@@ -168,7 +193,7 @@ class RecordSource:
         if folds is None and exclude_folds is None:
             return folds, exclude_folds
         if self.shard_folds is None and self.keys["fold"] is None:
-            raise ValueError(
+            raise TFRecordsError(
                 f"Records {self.path} have no fold feature, so folds cannot be selected. "
                 "Name it with keys={'fold': ...}, or write the records with folds."
             )
@@ -176,7 +201,7 @@ class RecordSource:
         if known is not None:
             missing = sorted((set(folds or []) | set(exclude_folds or [])) - set(known))
             if missing:
-                raise ValueError(
+                raise TFRecordsError(
                     f"Fold(s) {missing} do not exist in records {self.path}; "
                     f"available folds: {known}."
                 )
@@ -240,7 +265,9 @@ def _int_list(values: Sequence[int] | int | None, name: str) -> list[int] | None
     try:
         return [int(v) for v in values]
     except (TypeError, ValueError) as error:
-        raise ValueError(f"{name} must be a list of fold indices. Received: {values!r}") from error
+        raise TFRecordsError(
+            f"{name} must be a list of fold indices. Received: {values!r}"
+        ) from error
 
 
 def resolve_records(
@@ -278,7 +305,7 @@ def resolve_records(
     label_dtype = label_dtype or keys.pop("label_dtype", None)
     unknown = sorted(set(keys) - set(DEFAULT_KEYS) - set(_KEY_OPTIONS))
     if unknown:
-        raise ValueError(
+        raise TFRecordsError(
             f"Unknown entries {unknown} in keys; accepted: "
             f"{list(DEFAULT_KEYS) + list(_KEY_OPTIONS)}."
         )
@@ -309,7 +336,7 @@ def _join(folder: str, name: str) -> str:
 def _glob_files(records: str | Sequence[str]) -> list[str]:
     patterns = [records] if isinstance(records, str) else list(records)
     if not patterns:
-        raise ValueError("records is an empty list; give a folder, a glob or record files.")
+        raise TFRecordsError("records is an empty list; give a folder, a glob or record files.")
     files: list[str] = []
     for pattern in patterns:
         if tf.io.gfile.isdir(pattern):

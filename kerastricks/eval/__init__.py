@@ -2,7 +2,7 @@
 
 from kerastricks.eval.cv import cross_validate, score_oof
 from kerastricks.eval.grad_cam_grid import explain_run
-from kerastricks.eval.predict import ensemble_predict, predict
+from kerastricks.eval.inference import ensemble_predict, predict
 from kerastricks.eval.tta import blend_tta, get_tta_transform, list_tta_transforms
 
 __all__ = [

@@ -18,10 +18,10 @@ import tensorflow as tf
 
 from kerastricks._fs import read_json, write_json_atomic, write_text_atomic
 from kerastricks.config import Config, ConfigError, load_config, save_config
-from kerastricks.eval.predict import load_trained_model, predict_records, probability_columns
+from kerastricks.eval.inference import load_trained_model, predict_records, probability_columns
 from kerastricks.losses import monitor_for, score_predictions
-from kerastricks.train.preflight import fold_counts, preflight
-from kerastricks.train.records import library_versions, prepare_run_dir
+from kerastricks.train.preflight import preflight
+from kerastricks.train.reports import library_versions, prepare_run_dir
 from kerastricks.train.resume import resumed_run_config, write_run_kind
 
 
@@ -103,7 +103,7 @@ def resumed_cv_config(config: Config, run_dir: str) -> Config:
 
 def cv_folds(config: Config, source: Any) -> list[int]:
     """The folds a CV run trains: `cv.folds`, or every fold of the records."""
-    available = sorted(f for f in fold_counts(source) if f >= 0)
+    available = sorted(f for f in source.fold_counts() if f >= 0)
     if not available:
         raise ConfigError(
             f"data.records: {config.data.records} has no folds; write it with "

@@ -24,7 +24,7 @@ def explain_run(
     first; uses the run's best weights and its last stage's image size. The model is built
     under `hardware`'s strategy (None: the current strategy)."""
     from kerastricks.data import build_dataset, resolve_records
-    from kerastricks.eval.predict import final_image_size, fold_run_dirs, load_trained_model
+    from kerastricks.eval.inference import final_image_size, fold_run_dirs, load_trained_model
     from kerastricks.explain import save_grad_cam_grid
 
     model_dir = fold_run_dirs(run_dir)[0]

@@ -11,8 +11,8 @@ __all__ = ["lr_find_for_config", "show_batch_for_config", "train"]
 # the runner.
 _EXPORTS = {
     "train": "kerastricks.train.runner",
-    "show_batch_for_config": "kerastricks.train.tools",
-    "lr_find_for_config": "kerastricks.train.tools",
+    "show_batch_for_config": "kerastricks.train.show_batch",
+    "lr_find_for_config": "kerastricks.train.lr_find",
 }
 
 

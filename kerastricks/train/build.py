@@ -50,12 +50,7 @@ def build_model(config: Config, num_outputs: int, image_size: int) -> tf.keras.M
         input_size=image_size,
         **config.model.kwargs,
     )
-    head = {
-        "pooling": config.model.head.pooling,
-        "dropout": config.model.head.dropout,
-        "hidden": config.model.head.hidden,
-    }
-    return build_classifier(backbone, num_outputs, head=head)
+    return build_classifier(backbone, num_outputs, head=config.model.head)
 
 
 def stage_schedule(stage: StageConfig, total_steps: int, lr_scale: float = 1.0) -> Any:
@@ -104,10 +99,12 @@ def build_parts(
     num_outputs: int,
     lr_scale: float,
     image_size: int | None = None,
+    learning_rate: float | None = None,
 ) -> TrainingParts:
     """Creates model, groups, optimizer (built on every variable that may ever train, so that
     unfreezing later keeps the slots) and schedule; the model at `image_size` (default: the
-    first stage's), which matters for fixed-size (transformer) backbones only."""
+    first stage's), which matters for fixed-size (transformer) backbones only.
+    `learning_rate`: a constant LR instead of the schedule (the LR finder sweeps it)."""
     model = build_model(config, num_outputs, image_size or plans[0].stage.image_size)
     groups = layer_groups(model, config.train.groups)
     partition = lr_partition(model, groups)
@@ -124,6 +121,7 @@ def build_parts(
         ema=config.train.ema,
         accumulate_steps=config.train.accumulate_steps,
         lr_scale=lr_scale,
+        learning_rate=learning_rate,
     )
 
 
@@ -140,14 +138,16 @@ def training_parts(
     ema: float | None = None,
     accumulate_steps: int = 1,
     lr_scale: float = 1.0,
+    learning_rate: float | None = None,
 ) -> TrainingParts:
     """The optimizer (with per-group LR multipliers, the first stage's at first) and the
     run-wide schedule for a model already split into `groups`; the optimizer is built on
-    every trainable variable, so that unfreezing later keeps the slots."""
+    every trainable variable, so that unfreezing later keeps the slots. `learning_rate`: a
+    constant LR (settable, as the LR finder needs) instead of the schedule."""
     schedule = run_schedule(plans, lr_scale)
     created = create_optimizer(
         optimizer,
-        learning_rate=schedule,
+        learning_rate=schedule if learning_rate is None else learning_rate,
         weight_decay=weight_decay,
         model=model,
         **(optimizer_kwargs or {}),

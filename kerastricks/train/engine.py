@@ -157,9 +157,7 @@ def _fit_stage(
     averaging: Any,
 ) -> None:
     stage = plan.stage
-    groups_on = trainable_groups(stage.unfreeze, len(parts.groups))
-    set_trainable(parts.model, parts.groups, groups_on)
-    set_lr_multipliers(parts.optimizer, run.multipliers(stage, parts.partition))
+    groups_on = enter_stage(parts, stage, run.multipliers(stage, parts.partition))
     with run.hardware.strategy.scope():
         parts.model.compile(
             optimizer=_compiled_optimizer(parts.model, parts.optimizer),
@@ -215,6 +213,15 @@ def _fit_stage(
         )
     if run.after_stage is not None:
         run.after_stage(parts, plan, val_ds)
+
+
+def enter_stage(parts: TrainingParts, stage: Any, multipliers: list[float]) -> int:
+    """Freezes the layer groups `stage.unfreeze` keeps frozen and sets the stage's LR
+    multipliers; returns how many groups train."""
+    groups_on = trainable_groups(stage.unfreeze, len(parts.groups))
+    set_trainable(parts.model, parts.groups, groups_on)
+    set_lr_multipliers(parts.optimizer, multipliers)
+    return groups_on
 
 
 def _compiled_optimizer(model: tf.keras.Model, optimizer: Any) -> Any:

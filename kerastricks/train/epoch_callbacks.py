@@ -10,7 +10,7 @@ from typing import Any
 import tensorflow as tf
 
 from kerastricks.train.checkpoints import RunCheckpoint
-from kerastricks.train.records import write_history
+from kerastricks.train.reports import write_history
 from kerastricks.train.stages import StagePlan
 
 

@@ -60,7 +60,7 @@ def preflight(config: Config, *, holdout: bool = True) -> RunInputs:
             config.data.extra_records, keys=config.data.keys, num_classes=source.num_classes
         )
         check_records(extra, "data.extra_records", labeled=True)
-    per_fold = fold_counts(source)
+    per_fold = source.fold_counts()
     if holdout:
         if config.data.val_fold not in per_fold:
             raise ConfigError(
@@ -87,26 +87,6 @@ def check_records(source: Any, key: str, *, labeled: bool = False) -> None:
             f"{key}: {source.path} holds records without labels (a test set); training needs "
             "labelled records. Use them as data.test or data.unlabeled."
         )
-
-
-def fold_counts(source: Any) -> dict[int, int]:
-    """Records per fold (-1: no fold), from the manifest, else by reading the fold feature."""
-    if source.manifest is not None and "counts" in source.manifest:
-        per_fold = source.manifest["counts"].get("per_fold", {})
-        if per_fold:
-            return {int(k): int(v) for k, v in per_fold.items()}
-    if source.keys.get("fold") is None:
-        return {-1: source.num_records}
-    import numpy as np
-
-    key = source.keys["fold"]
-    spec = {key: tf.io.FixedLenFeature([], tf.int64, default_value=-1)}
-    dataset = tf.data.TFRecordDataset(source.files).map(
-        lambda r: tf.io.parse_single_example(r, spec)[key]
-    )
-    values = np.fromiter(dataset.as_numpy_iterator(), dtype=np.int64)
-    folds, counts = np.unique(values, return_counts=True)
-    return {int(f): int(c) for f, c in zip(folds, counts, strict=True)}
 
 
 def prepare_records(config: Config) -> None:

@@ -27,7 +27,7 @@ from kerastricks.train.build import TrainingParts, build_parts, stage_multiplier
 from kerastricks.train.checkpoints import RunCheckpoint
 from kerastricks.train.engine import StageRun, run_stages
 from kerastricks.train.preflight import RunInputs, preflight
-from kerastricks.train.records import (
+from kerastricks.train.reports import (
     prepare_run_dir,
     print_stage_table,
     summarise_run,
@@ -157,7 +157,7 @@ def config_stage_run(
         return fresh
 
     def datasets(plan: StagePlan, epochs_done: int) -> tuple[tf.data.Dataset, tf.data.Dataset]:
-        return _stage_datasets(config, inputs, plan, hardware, epochs_done)
+        return stage_datasets(config, inputs, plan, hardware, epochs_done)
 
     def calibrate_bn(parts: TrainingParts) -> None:
         _calibrate_bn(config, inputs, hardware, parts.model, plans[0])
@@ -233,7 +233,7 @@ def _calibrate_bn(
     wanted = config.model.calibrate_bn
     if wanted is False or (wanted is None and config.model.weights is not None):
         return
-    train_ds, _ = _stage_datasets(config, inputs, plan, hardware)
+    train_ds, _ = stage_datasets(config, inputs, plan, hardware)
     batches = update_bn(model, train_ds, steps=10)
     print(f"kerastricks: BatchNorm statistics calibrated on {batches} training batches")
 
@@ -253,7 +253,7 @@ def loss_for(config: Config, task: str) -> tf.keras.losses.Loss:
     )
 
 
-def _stage_datasets(
+def stage_datasets(
     config: Config,
     inputs: RunInputs,
     plan: StagePlan,

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from kerastricks.data import build_dataset, resolve_records
 from kerastricks.data.parse import record_parser
-from kerastricks.data.reader import read_errors_named
+from kerastricks.data.reader import TFRecordsError, read_errors_named
 
 
 def test_manifest_folder_gives_schema_and_fold_files(records):
@@ -21,11 +21,12 @@ def test_manifest_folder_gives_schema_and_fold_files(records):
     assert [f.rsplit("/", 1)[1] for f in source.files_for(folds=[1])] == ["train-f1-00000.tfrec"]
     assert len(source.files_for(exclude_folds=[0])) == 2
     assert source.count(exclude_folds=[0]) == 16
+    assert source.fold_counts() == {0: 8, 1: 8, 2: 8}  # the manifest's per_fold
 
 
 def test_missing_fold_names_path_and_available_folds(records):
     with pytest.raises(
-        ValueError, match=r"Fold\(s\) \[7\] do not exist.*available folds: \[0, 1, 2\]"
+        TFRecordsError, match=r"Fold\(s\) \[7\] do not exist.*available folds: \[0, 1, 2\]"
     ):
         resolve_records(records).files_for(folds=[7])
 
@@ -57,6 +58,9 @@ def test_foreign_records_with_custom_keys(kt, tmp_path):
     source = resolve_records(str(tmp_path / "*.tfrecord"), keys, num_classes=4)
     assert source.files == [path] and source.task == "single_label"
     assert source.num_records == 6 and source.count(folds=[1]) == 3
+    # Without a manifest: folds counted by reading, unless the caller will not pay a pass.
+    assert sum(source.fold_counts().values()) == 6 and source.fold_counts()[1] == 3
+    assert source.count(folds=[1], read=False) is None
     images, labels, ids = next(
         iter(build_dataset(source, 16, 8, training=False, folds=[1], with_ids=True))
     )
@@ -88,7 +92,7 @@ def test_foreign_regression_labels_inferred_from_floats(kt, tmp_path):
 
 def test_missing_foreign_key_lists_existing_keys(kt, tmp_path):
     path = _foreign(kt, str(tmp_path / "f.tfrec"))
-    with pytest.raises(KeyError, match=r"'image'.*have \['image_name', 'image_raw', 'kfold'"):
+    with pytest.raises(TFRecordsError, match=r"'image'.*have \['image_name', 'image_raw', 'kfold'"):
         resolve_records(path, num_classes=4)
     with pytest.raises(ValueError, match="pass num_classes"):
         resolve_records(path, {"image": "image_raw", "label": "target"})

@@ -12,7 +12,7 @@ import kerastricks  # noqa: F401
 from kerastricks.eval import cross_validate, predict, score_oof
 from kerastricks.pseudo import pseudo_label_rounds
 from kerastricks.train.preflight import preflight
-from kerastricks.train.runner import _stage_datasets
+from kerastricks.train.runner import stage_datasets
 from kerastricks.train.stages import plan_stages
 from kerastricks.train.strategy import detect_hardware
 
@@ -159,7 +159,7 @@ def test_pseudo_labels_join_training_only_and_cv_stays_on_real_samples(tmp_path,
     assert fold_config.data.extra_records == os.path.join(run_dir, "pseudo1", "fold0")
     inputs = preflight(fold_config)
     plan = plan_stages(inputs.stages, inputs.num_train, 16, 1)[0]
-    train_ds, val_ds = _stage_datasets(fold_config, inputs, plan, detect_hardware("default"))
+    train_ds, val_ds = stage_datasets(fold_config, inputs, plan, detect_hardware("default"))
     assert len(train_ds.element_spec) == 3, "training yields sample weights"
     weights = np.concatenate([w.numpy() for _, _, w in train_ds.take(20)])
     assert set(np.round(weights, 3)) <= {0.5, 1.0} and 0.5 in set(np.round(weights, 3))

@@ -78,7 +78,7 @@ def test_predict_needs_only_the_run_folder_and_follows_the_command(
     # A wrong id column is named before any model runs.
     import sys
 
-    predict_module = sys.modules["kerastricks.eval.predict"]  # the package exports `predict`
+    predict_module = sys.modules["kerastricks.eval.inference"]  # the package exports `predict`
 
     def no_models(*args, **kwargs):
         raise AssertionError("the models ran before the sample submission was checked")

@@ -152,7 +152,7 @@ def _worker(run_dir: str, records: str, out: str) -> None:
     from kerastricks.data import build_dataset, resolve_records
     from kerastricks.eval.distributed import prediction_strategy
     from kerastricks.eval.grad_cam_grid import explain_run
-    from kerastricks.eval.predict import load_trained_model, predict, predict_records
+    from kerastricks.eval.inference import load_trained_model, predict, predict_records
     from kerastricks.train.strategy import detect_hardware
 
     mirrored = detect_hardware("mirrored")

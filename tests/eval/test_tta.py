@@ -106,7 +106,7 @@ def _write_fold_runs(run_dir, config, heads):
 def test_ensemble_predict_averages_the_fold_models_probabilities(
     make_config, digits_records, tmp_path
 ):
-    from kerastricks.eval.predict import ensemble_predict, load_trained_model, predict_records
+    from kerastricks.eval.inference import ensemble_predict, load_trained_model, predict_records
 
     config = make_config(tta={"transforms": ["hflip"], "beta": 0.25})
     records = f"{digits_records}/train-f0-*.tfrec"  # fold 0: 80 records

@@ -14,7 +14,7 @@ from kerastricks.models import layer_groups
 from kerastricks.train import train
 from kerastricks.train.build import build_model
 from kerastricks.train.preflight import preflight
-from kerastricks.train.runner import _stage_datasets
+from kerastricks.train.runner import stage_datasets
 from kerastricks.train.stages import plan_stages
 from kerastricks.train.strategy import detect_hardware
 
@@ -97,7 +97,7 @@ def test_dataset_image_size_follows_the_stages(make_config):
     plans = plan_stages(inputs.stages, inputs.num_train, 16, 1)
     hardware = detect_hardware("default")
     for plan, size in zip(plans, (16, 32), strict=True):
-        train_ds, val_ds = _stage_datasets(config, inputs, plan, hardware)
+        train_ds, val_ds = stage_datasets(config, inputs, plan, hardware)
         assert train_ds.element_spec[0].shape.as_list() == [16, size, size, 3]
         assert val_ds.element_spec[0].shape.as_list()[1:] == [size, size, 3]
 

@@ -149,7 +149,7 @@ def predict_records(
         num_classes=model.output_shape[-1],
         with_ids=True,
     )
-    count = _known_count(source, folds)
+    count = source.count(folds, read=False)  # no extra pass over the files
     kind = hardware.kind if hardware is not None else "cpu"
     return predict_tta(
         model,
@@ -163,14 +163,6 @@ def predict_records(
         verbose=config.train.verbose if verbose is None else verbose,
         jit_compile=resolve_jit_compile(config.train.jit_compile, kind),
     )
-
-
-def _known_count(source: Any, folds: list[int] | None) -> int | None:
-    """Records in the folds when the manifest says (no extra pass over the files)."""
-    shards = (source.manifest or {}).get("shards") or []
-    if not shards or not all("count" in s for s in shards):
-        return None
-    return source.count(folds)
 
 
 def ensemble_predict(
