@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from kerastricks._sizes import size_pair
 from kerastricks.config.names import RESIZE_POLICIES
+from kerastricks.config.validate import check_choice
 
 # libjpeg decodes at 1/2, 1/4 or 1/8 scale by dropping DCT coefficients: far cheaper than a
 # full decode followed by a downscale, and the result is already low-passed.
@@ -23,9 +24,9 @@ RRC_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 
 
 def check_resize_policy(resize: str) -> str:
-    """Returns `resize` when it names a policy, else raises a ValueError listing them."""
-    if resize not in RESIZE_POLICIES:
-        raise ValueError(f"resize must be one of {list(RESIZE_POLICIES)}. Received: {resize!r}")
+    """Returns `resize` when it names a policy, else raises a ConfigError (a ValueError)
+    listing them, as the config's `data.resize` check does."""
+    check_choice("resize", resize, RESIZE_POLICIES)
     return resize
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from kerastricks.config import RecipeConfig, StageConfig, TrainConfig
 from kerastricks.config.names import RECIPES
-from kerastricks.config.validate import ConfigError, check_stage
+from kerastricks.config.validate import ConfigError, check_choice, check_stage
 
 SIZE_MULTIPLE = 8
 
@@ -26,7 +26,8 @@ def expand_recipe(recipe: RecipeConfig) -> list[StageConfig]:
         )
     if recipe.name == "progressive":
         return progressive_stages(recipe.epochs, recipe.image_size, recipe.fractions, recipe.lr)
-    raise ValueError(f"train.recipe.name: unknown recipe {recipe.name!r}; choose one of {RECIPES}")
+    check_choice("train.recipe.name", recipe.name, RECIPES)
+    raise AssertionError(f"recipe {recipe.name!r} is in RECIPES but has no expansion")
 
 
 def fine_tune_stages(

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from kerastricks.config.names import PRECISIONS, STRATEGIES
+from kerastricks.config.validate import check_choice
 
 
 @dataclass
@@ -37,8 +38,7 @@ class Hardware:
 def detect_hardware(name: str = "auto") -> Hardware:
     """Builds the strategy: TPU → TPUStrategy, several GPUs → Mirrored, TF_CONFIG workers →
     MultiWorkerMirrored, else the default strategy; `name` forces one of them."""
-    if name not in STRATEGIES:
-        raise ValueError(f"train.strategy: unknown strategy {name!r}; choose one of {STRATEGIES}")
+    check_choice("train.strategy", name, STRATEGIES)
     if name == "multi_worker" or (name == "auto" and _tf_config_workers() > 1):
         # Collective ops must be configured before anything initialises the devices.
         return hardware_of(tf.distribute.MultiWorkerMirroredStrategy())
@@ -100,8 +100,7 @@ def _tf_config_workers() -> int:
 
 def resolve_precision(precision: str, kind: str) -> str:
     """`auto` → mixed_bfloat16 on TPU, mixed_float16 on GPU (with loss scaling), float32 on CPU."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"train.precision: unknown {precision!r}; choose one of {PRECISIONS}")
+    check_choice("train.precision", precision, PRECISIONS)
     if precision != "auto":
         return precision
     return {"tpu": "mixed_bfloat16", "gpu": "mixed_float16"}.get(kind, "float32")
