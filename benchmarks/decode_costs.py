@@ -8,10 +8,12 @@ flip + affine on batches of 64 images of 128 and 64 px. Each cost is the best of
 passes over 400 images minus the cost of the same loop doing nothing, with tf.data held to one
 thread. Then the whole pipelines stage by stage, as CPU time per image in one thread (a fresh
 iterator per pass, so no other pipeline works in the background): a full decode of the stored
-image (pipeline.py's case a), the Keras loader (case c), `build_dataset` without augmentation,
-and with the flip + affine, at 128 and 64 px. It shows why `pipeline.py`'s goals are hard on
-this CPU: Huffman decoding, which a coarser DCT scale cannot skip, sets a floor near a full
-decode's cost. The last line is one JSON object.
+image (pipeline.py's case a), the Keras loader at 128 and 64 px (cases c, h), `build_dataset`
+without augmentation, and with the flip + affine, at 128 and 64 px, from the records with
+copies too (cases j, i), and the least work of reading copies at 64 px (every crop from the
+128 px copy), with the Keras loader's CPU per image over ours: the best ratio this CPU allows.
+It shows why `pipeline.py`'s goals are hard on this CPU: Huffman decoding, which a coarser DCT
+scale cannot skip, sets a floor near a full decode's cost. The last line is one JSON object.
 
     .venv/bin/python benchmarks/decode_costs.py
 """
@@ -96,12 +98,21 @@ def affine_batch_us(batch: int = 64, size: int = 128) -> float:
     return best / batch * 1e6
 
 
-def stage_cpu_us(source: RecordSource) -> dict[str, float]:
-    """CPU time per image of whole pipelines with tf.data held to one thread (best pass)."""
+def stage_cpu_us(source: RecordSource, copies: RecordSource) -> dict[str, float]:
+    """CPU time per image of whole pipelines with tf.data held to one thread (best pass).
+
+    With copies: ours at 64 and 128 px from the records with copies, and the least work of
+    reading copies (`least_work` on `image_128`: every crop decoded from the 128 px copy,
+    whether it covers the output or not), the bound of what copies can give at 64 px.
+    """
     batch, augment = pipeline_benchmark.BATCH, pipeline_benchmark.AUGMENT
     cases = {
         "stage_full_decode_batch": lambda: pipeline_benchmark.decode_only(source.files),
         "stage_keras_dir_128": lambda: pipeline_benchmark.keras_loader(128),
+        "stage_keras_dir_64": lambda: pipeline_benchmark.keras_loader(64),
+        "stage_64_least_work_copy_128": lambda: pipeline_benchmark.least_work(
+            copies.files, 64, key="image_128"
+        ),
     }
     for size in (128, 64):
         cases[f"stage_{size}_ours_no_augment"] = lambda size=size: build_dataset(
@@ -109,6 +120,9 @@ def stage_cpu_us(source: RecordSource) -> dict[str, float]:
         )
         cases[f"stage_{size}_ours_flip_affine"] = lambda size=size: build_dataset(
             source, size, batch, True, augment, resize="random_resized_crop", repeat=True
+        )
+        cases[f"stage_{size}_ours_copies_flip_affine"] = lambda size=size: build_dataset(
+            copies, size, batch, True, augment, resize="random_resized_crop", repeat=True
         )
     best = dict.fromkeys(cases, float("inf"))
     for index in range(STAGE_PASSES):
@@ -166,10 +180,21 @@ def main() -> None:
     for size in (128, 64):
         result[f"flip_affine_{size}_xla"] = round(affine_batch_us(size=size), 1)
     result["loop_overhead"] = round(loop, 1)
-    result.update({name: round(value, 1) for name, value in stage_cpu_us(source).items()})
+    copies = resolve_records(str(pipeline_benchmark.RECORDS_COPIES))
+    stages = stage_cpu_us(source, copies)
+    result.update({name: round(value, 1) for name, value in stages.items()})
+    for size in (64, 128):
+        keras = stages[f"stage_keras_dir_{size}"]
+        result[f"ratio_keras_over_ours_copies_{size}"] = round(
+            keras / stages[f"stage_{size}_ours_copies_flip_affine"], 3
+        )
+    result["ratio_keras_over_least_work_copy_128_at_64"] = round(
+        stages["stage_keras_dir_64"] / stages["stage_64_least_work_copy_128"], 3
+    )
     width = max(map(len, result))
     for name, value in result.items():
-        print(f"{name:<{width}}  {value:8.1f} us/image")
+        unit = "" if name.startswith("ratio") else " us/image"
+        print(f"{name:<{width}}  {value:8.1f}{unit}")
     print(json.dumps(result))
 
 

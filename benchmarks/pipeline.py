@@ -123,9 +123,10 @@ def ours(source: RecordSource, size: int, **options: object) -> tf.data.Dataset:
     )
 
 
-def least_work(files: list[str], size: int) -> tf.data.Dataset:
-    """Our training pipeline's image work and nothing else (see the module docstring)."""
-    spec = {"image": tf.io.FixedLenFeature([], tf.string)}
+def least_work(files: list[str], size: int, key: str = "image") -> tf.data.Dataset:
+    """Our training pipeline's image work and nothing else (see the module docstring), on
+    the records' feature `key` (`image_128`: every crop from the 128 px copy)."""
+    spec = {key: tf.io.FixedLenFeature([], tf.string)}
     augment = resolve_augmentations(AUGMENT, seed=0)
     labels = tf.zeros([BATCH, 2])
 
@@ -134,7 +135,7 @@ def least_work(files: list[str], size: int) -> tf.data.Dataset:
         return tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
 
     def decode(serialized: tf.Tensor) -> tf.Tensor:
-        image_bytes = tf.io.parse_single_example(serialized, spec)["image"]
+        image_bytes = tf.io.parse_single_example(serialized, spec)[key]
         return decode_and_resize(image_bytes, size, "random_resized_crop", random_seed())
 
     dataset = tf.data.TFRecordDataset(files, num_parallel_reads=tf.data.AUTOTUNE).repeat()
