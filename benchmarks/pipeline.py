@@ -116,7 +116,7 @@ def keras_loader(size: int) -> tf.data.Dataset:
     return dataset.repeat().prefetch(tf.data.AUTOTUNE)
 
 
-def ours(source: RecordSource, size: int, **options: object) -> tf.data.Dataset:
+def training_pipeline(source: RecordSource, size: int, **options: object) -> tf.data.Dataset:
     """Our training pipeline: random-resized-crop, flip + affine, an endless stream."""
     return build_dataset(
         source, size, BATCH, True, AUGMENT, resize="random_resized_crop", repeat=True, **options
@@ -186,16 +186,16 @@ def main() -> None:
     copies = resolve_records(str(RECORDS_COPIES))
     cases = {
         "a_full_decode_384": lambda: decode_only(source.files),
-        "b_ours_128": lambda: ours(source, 128),
+        "b_ours_128": lambda: training_pipeline(source, 128),
         "c_keras_dir_128": lambda: keras_loader(128),
-        "d_ours_64": lambda: ours(source, 64),
+        "d_ours_64": lambda: training_pipeline(source, 64),
         # Decoded images cached in memory (data.cache): later epochs skip the JPEG decode.
-        "e_cached_64": lambda: ours(source, 64, cache=True),
+        "e_cached_64": lambda: training_pipeline(source, 64, cache=True),
         "f_least_work_128": lambda: least_work(source.files, 128),
         "g_least_work_64": lambda: least_work(source.files, 64),
         "h_keras_dir_64": lambda: keras_loader(64),
-        "i_ours_64_copies": lambda: ours(copies, 64),
-        "j_ours_128_copies": lambda: ours(copies, 128),
+        "i_ours_64_copies": lambda: training_pipeline(copies, 64),
+        "j_ours_128_copies": lambda: training_pipeline(copies, 128),
     }
     # The cached case warms up over one full epoch, so that the cache is filled.
     warmups = {"e_cached_64": COUNT // BATCH + WARMUP_BATCHES}
