@@ -18,7 +18,6 @@ monitor, mode = monitor_for("single_label")  # ("val_accuracy", "max")
 
 from __future__ import annotations
 
-import difflib
 import numbers
 import warnings
 from collections.abc import Sequence
@@ -27,8 +26,9 @@ import numpy as np
 import tensorflow as tf
 from sklearn.metrics import roc_auc_score
 
-TASKS = ("single_label", "multi_label", "regression")
-REGRESSION_LOSSES = ("mse", "mae", "huber")
+from kerastricks.config.names import REGRESSION_LOSSES
+from kerastricks.config.validate import check_choice
+from tfrecords_tools.schema import TASKS
 
 # The metric that picks the best checkpoint, and whether higher is better.
 _MONITORS = {
@@ -39,10 +39,7 @@ _MONITORS = {
 
 
 def _check_task(task: str) -> None:
-    if task not in TASKS:
-        close = difflib.get_close_matches(str(task), TASKS, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"Unknown task {task!r}; expected one of {list(TASKS)}.{hint}")
+    check_choice("task", task, TASKS)
 
 
 def make_loss(
@@ -180,12 +177,7 @@ def _regression_loss(
         "mae": tf.keras.losses.MeanAbsoluteError,
         "huber": tf.keras.losses.Huber,
     }
-    if name not in losses:
-        close = difflib.get_close_matches(str(name), REGRESSION_LOSSES, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(
-            f"Unknown regression loss {name!r}; expected one of {list(REGRESSION_LOSSES)}.{hint}"
-        )
+    check_choice("regression", name, REGRESSION_LOSSES)
     return losses[name]()
 
 

@@ -130,8 +130,8 @@ def test_losses_compile_with_xla_and_round_trip_through_config(task, options):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"task": "single_lable"}, "Did you mean 'single_label'"),
-        ({"task": "regression", "regression": "rmse"}, "Did you mean 'mse'"),
+        ({"task": "single_lable"}, "did you mean 'single_label'"),
+        ({"task": "regression", "regression": "rmse"}, "did you mean 'mse'"),
         ({"task": "regression", "label_smoothing": 0.1}, "label_smoothing=0.1"),
         ({"task": "regression", "focal_gamma": 2.0}, "focal_gamma=2.0"),
         ({"task": "single_label", "label_smoothing": 1.0}, "label_smoothing must be in"),
@@ -165,7 +165,7 @@ def test_monitor_for_each_task_is_a_metric_that_make_metrics_logs():
         assert monitor_for(task) == monitor
         names = [m.name for m in make_metrics(task, 3)]
         assert monitor[0].removeprefix("val_") in names
-    with pytest.raises(ValueError, match="Unknown task"):
+    with pytest.raises(ValueError, match="task: unknown value"):
         monitor_for("ranking")
 
 

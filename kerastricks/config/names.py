@@ -14,7 +14,8 @@ import re
 TTA_TRANSFORMS = ("identity", "hflip", "vflip", "rot90", "rot180", "rot270")
 TTA_SCALE = re.compile(r"^scale(\d+(?:\.\d+)?)$")
 POOLINGS = ("avg", "max", "avgmax")
-LOSSES = ("auto", "focal", "mse", "mae", "huber")
+REGRESSION_LOSSES = ("mse", "mae", "huber")
+LOSSES = ("auto", "focal", *REGRESSION_LOSSES)
 RESIZE_POLICIES = ("squash", "center_crop", "random_resized_crop")
 # One default for `data.resize` and `build_dataset(resize=None)`: Python and YAML train alike.
 DEFAULT_RESIZE = "squash"
