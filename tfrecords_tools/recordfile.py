@@ -6,8 +6,8 @@ A TFRecord file is a sequence of records, each framed as
 
 (little-endian; TensorFlow's `tsl/lib/io/record_writer.cc`). `tf.io.TFRecordWriter` takes
 each record as one `bytes` object, so a record made of a small header and a large image
-must first be joined (a copy), and its Python binding copies it once more: 40 us per 40 kB
-photo, as much as `cat` spends on the whole file. Here the header and the image are written
+must first be joined (a copy), and its Python binding copies it once more: per photo, as
+much as `cat` spends on the whole file. Here the header and the image are written
 as they are and the CRC is extended over both with `google_crc32c` (hardware CRC32C).
 `tfrecords-tools verify` and the tests read these files back through TensorFlow's reader,
 which checks every CRC.

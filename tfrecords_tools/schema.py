@@ -113,7 +113,7 @@ def example_prefix(
     `example_prefix(len(image), ...) + image` is the whole record: the image feature comes
     last, so the writer never copies the image into a message. Written by hand because
     protobuf's Python API copies the image into the message and again into the output
-    (44 us of the 66 us per 40 kB photo that the writer spent, benchmarks/write_tfrecords.py).
+    (two thirds of the writer's time per photo, benchmarks/README.md).
     Parsers accept map entries in any order; the tests parse it back with protobuf.
     """
     label_entry = b"" if task is None else _label_entry(task, tuple(label))

@@ -44,12 +44,10 @@ def _decode_jpeg_window(
 ) -> tf.Tensor:
     """Decodes the `[y, x, h, w]` window (stored pixels; None: all) at DCT scale `ratio_index`.
 
-    The scale picks one of four decode ops through nested `tf.cond`s (lowered to
-    Switch/Merge inside tf.data maps); the stored size is the caller's, read from the header
-    once. With the whole image decoded by `decode_jpeg` (no window), a squash (evaluation)
-    decode to 128 px from 384 px cost 40-100 us (5-10 %) less than the former
-    `tf.switch_case` of window decodes that re-read the header, in 6 of 7 one-thread A/B runs
-    on this 2-core CPU; random-resized-crop decodes showed no difference beyond the noise.
+    The scale picks one of four decode ops through nested `tf.cond`s; the stored size is the
+    caller's, read from the header once, and a whole image goes through `decode_jpeg`: a
+    squash decode 5-10 % cheaper than a `tf.switch_case` of window decodes that re-read the
+    header (benchmarks/README.md, "Lab notes").
     """
 
     def at(ratio: int) -> Callable[[], tf.Tensor]:
@@ -226,10 +224,8 @@ def resize(image: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
     where bilinear aliasing is small, and antialias=True costs ~2x on this step.
     """
     # uint8 is cast to float32 first (same values): TensorFlow's bilinear kernel is ~2x faster
-    # on float32 (a 192 px window to 128 px: 47 us with the cast, 85 us without; one thread).
-    # Only a large downscale, which the DCT decode mostly avoids, pays more for the cast than
-    # it saves (192 px to 64 px: 30 vs 22 us); a tf.cond choosing per image cost more than
-    # that in the random-resized-crop pipeline.
+    # on float32. Only a large downscale, which the DCT decode mostly avoids, pays more for the
+    # cast than it saves, less than a tf.cond choosing per image would cost.
     out = tf.image.resize(tf.cast(image, tf.float32), size, method="bilinear")
     out.set_shape([size[0], size[1], 3])
     return out

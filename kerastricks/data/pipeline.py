@@ -142,8 +142,8 @@ def _with_seeds(dataset: tf.data.Dataset, seed: int | None, salt: int) -> tf.dat
     """Pairs each element with a random int64 from a stream seeded by `seed + salt`.
 
     The consuming map turns it into a stateless seed with `_stateless_seed`: reproducible
-    even under parallel maps. (A map of its own on the seed stream cost ~70 us of CPU per
-    element on one thread: a function call per element for one `tf.stack`.) Streams with
+    even under parallel maps. (A map of its own on the seed stream costs a function call per
+    element for one `tf.stack`: ~70 us on one thread.) Streams with
     different salts give the crops and the batch augmentations independent seeds.
     """
     seeds = tf.data.Dataset.random(seed=None if seed is None else seed + salt)
@@ -283,10 +283,8 @@ def build_dataset(
     dataset = _decode_stage(
         dataset, size, resize, cache, training, repeat, seed, cache_key, parser, fields
     )
-    # Sequential batching: in A/B runs of benchmarks/pipeline.py's case (b) with each kind of
-    # batch, a parallel batch's bookkeeping cost 15-55 us of CPU per image with tf.data held
-    # to one thread (five passes) and 2-4 % of images/s on two cores, while copying an
-    # element into its batch is ~1 % of the decode.
+    # Sequential batching: a parallel batch's bookkeeping cost more CPU than copying elements
+    # into their batch (2-4 % of images/s on two cores; benchmarks/README.md, "Lab notes").
     drop_remainder = training if drop_remainder is None else drop_remainder
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     if not repeat and extra_records is None and source.manifest is not None:
