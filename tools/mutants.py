@@ -160,6 +160,15 @@ MUTANTS = (
         "lambda ~ Beta(2 alpha, 2 alpha): right mean, too small a variance",
         MIX_TESTS,
     ),
+    # --- stored image copies ---
+    Mutant(
+        "copies-cover",
+        "kerastricks/data/decode.py",
+        "covers = tf.reduce_all(crop_hws >= tf.constant(target_hw, tf.int32), axis=1)",
+        "covers = tf.reduce_any(crop_hws >= tf.constant(target_hw, tf.int32), axis=1)",
+        "a copy is chosen when its crop covers the output on one side only",
+        ("tests/data/test_copies.py",),
+    ),
     # --- schedules ---
     Mutant(
         "sched-cos",
@@ -225,6 +234,22 @@ MUTANTS = (
         "return [ratio ** (i / (n_groups - 1)) for i in range(n_groups)]",
         "slice(lo, hi) gives the head lo and the first group hi",
         ("tests/optim/test_spread_lrs.py",),
+    ),
+    Mutant(
+        "layer-decay-final-norm",
+        "kerastricks/models/_family_rules.py",
+        '_FINAL_NORM = DepthRule(r"^norm\\.", 1, (JOIN_PREVIOUS,))',
+        '_FINAL_NORM = DepthRule(r"^norm\\.", 1)',
+        "a ViT's final norm gets a depth of its own: every block one factor of d too many",
+        ("tests/models/test_layer_decay_timm.py",),
+    ),
+    Mutant(
+        "layer-decay-per-stage",
+        "kerastricks/models/_family_rules.py",
+        'DepthRule(r"^layer(\\d+)\\.(\\d+)\\.", 1),',
+        'DepthRule(r"^layer(\\d+)\\.", 1),',
+        "ResNet layer decay per stage, not per block as timm's",
+        ("tests/models/test_layer_decay_timm.py",),
     ),
     # --- Lookahead ---
     Mutant(

@@ -136,7 +136,7 @@ def test_model_without_timm_matcher_keeps_group_decay():
     assert partition.multipliers({"layer_decay": 0.5}) == multipliers
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 @pytest.mark.parametrize(
     ("model_name", "size"),
     [
