@@ -102,6 +102,13 @@ def plan_user_stages(
     for i, stage in enumerate(stages):
         per_replica = stage.batch_size or batch_size
         update = per_replica * replicas * accumulate_steps if per_replica else None
+        if per_replica and not source.takes_batch:
+            # Only a datasets function of (image_size, batch_size) can apply a batch size.
+            raise ValueError(
+                f"stages[{i}]: batch_size={per_replica} cannot be applied: the datasets come "
+                "batched already; pass datasets(image_size, batch_size) to let each stage "
+                "set its batch, or leave batch_size unset"
+            )
         if source.takes_batch and update is None:
             raise ValueError(
                 f"stages[{i}]: datasets takes a batch size; give fit_stages(batch_size=...) "

@@ -188,3 +188,10 @@ def test_build_dataset_default_is_one_counted_epoch_with_the_yaml_resize(digits_
     resize = from_dict({}).data.resize
     np.testing.assert_array_equal(first_batch(), first_batch(resize=resize))
     assert not np.array_equal(first_batch(), first_batch(resize="random_resized_crop"))
+
+
+def test_a_batch_size_the_datasets_cannot_take_is_refused_by_name():
+    data = tf.data.Dataset.from_tensor_slices((tf.zeros([8, 4]), tf.zeros([8, 2]))).batch(4)
+    model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="batch_size=16 cannot be applied"):
+        fit_stages(model, [Stage(epochs=1, lr=1e-3)], (data, None), loss="mse", batch_size=16)
